@@ -1,0 +1,45 @@
+# The two promises of the README:
+#   make demo   install and open the app on the built-in simulated exchange
+#   make test   install everything the tests need and run them
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-install
+
+.PHONY: demo test install system-test system-demo lint check-core pytest soak bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-test:
+	PYTHON=$(PYTHON) scripts/setup-system.sh test
+
+system-demo:
+	PYTHON=$(PYTHON) scripts/setup-system.sh demo
+
+demo: system-demo install
+	$(BIN)/guard-app demo
+
+lint: install
+	$(BIN)/ruff check guard_app tests benchmarks
+	$(BIN)/mypy guard_app/core
+	$(BIN)/lint-imports
+
+pytest: install
+	scripts/with-keyring.sh $(BIN)/python -m pytest -q -m "not soak"
+
+test: system-test install lint pytest
+
+soak: install
+	scripts/with-keyring.sh $(BIN)/python -m pytest -q -m soak
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
