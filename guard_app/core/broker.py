@@ -78,7 +78,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def exchange_reason(exc: BaseException) -> tuple[str, str | None]:
+def exchange_reason(
+    exc: BaseException, body: Mapping[str, Any] | None = None
+) -> tuple[str, str | None]:
     """The exchange's own words for an error: (reason, code).
 
     ccxt messages look like ``binance {"code":-2010,"msg":"Account has insufficient..."}``;
@@ -90,6 +92,9 @@ def exchange_reason(exc: BaseException) -> tuple[str, str | None]:
     if match:
         code, msg = match.group(1), match.group(2)
         return f"{msg} (code {code})", code
+    # Some errors are re-raised with the message only; the answer's body still has the code.
+    if body and "code" in body and body.get("msg") and str(body["msg"]) in text:
+        return f"{body['msg']} (code {body['code']})", str(body["code"])
     text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     # URLs of signed requests carry a signature in the query: never repeat it.
     text = re.sub(r"\?\S*", "", text)
@@ -119,9 +124,13 @@ def translate_error(
     ordering: bool = False,
     symbol: str | None = None,
     headers: Mapping[str, Any] | None = None,
+    body: Mapping[str, Any] | None = None,
 ) -> BrokerError:
-    """Map a ccxt exception to guard-app's types. ``ordering``: an order was in flight."""
-    reason, code = exchange_reason(exc)
+    """Map a ccxt exception to guard-app's types. ``ordering``: an order was in flight.
+
+    ``headers`` and ``body`` are the failed answer's, when there was one.
+    """
+    reason, code = exchange_reason(exc, body)
     kw: dict[str, Any] = {"code": code, "symbol": symbol}
     if isinstance(exc, BrokerError):
         return exc
@@ -150,6 +159,27 @@ def translate_error(
     return TemporaryBrokerError(account_id, f"unexpected error: {reason}", **kw)
 
 
+def _tag_errors_with_their_response(client: Any) -> None:
+    """Make every error ccxt raises for an answer carry that answer's headers and body.
+
+    Requests of one account run concurrently, so ccxt's ``last_response_headers`` may
+    belong to another request; ``Retry-After`` and the exchange's error code must come
+    from the answer that failed.
+    """
+    original = client.handle_errors
+
+    def handle_errors(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except Exception as exc:
+            headers, response = (args[4], args[6]) if len(args) > 6 else (None, None)
+            exc.guard_headers = headers  # type: ignore[attr-defined]
+            exc.guard_body = response if isinstance(response, Mapping) else None  # type: ignore[attr-defined]
+            raise
+
+    client.handle_errors = handle_errors
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionCheck:
     """Result of ``Broker.check_connection`` (used by "Test connection" in the GUI)."""
@@ -176,6 +206,7 @@ class Broker:
         self._config = self.client_config(account, keys)
         factory = client_factory or getattr(ccxt_async, account.exchange)
         self._client: Any = factory(self._config)
+        _tag_errors_with_their_response(self._client)
         if account.sandbox:
             self._client.set_sandbox_mode(True)
         self._markets_loaded = False
@@ -202,6 +233,7 @@ class Broker:
                 {
                     "fetchMarkets": {"types": types},
                     "fetchCurrencies": False,
+                    "fetchMargins": False,
                     "warnOnFetchOpenOrdersWithoutSymbol": False,
                     "adjustForTimeDifference": False,
                 }
@@ -229,9 +261,9 @@ class Broker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes one of our types
-            headers = getattr(self._client, "last_response_headers", None)
             err = translate_error(
-                exc, self.account_id, ordering=ordering, symbol=symbol, headers=headers
+                exc, self.account_id, ordering=ordering, symbol=symbol,
+                headers=getattr(exc, "guard_headers", None), body=getattr(exc, "guard_body", None),
             )
             if isinstance(exc, ccxt.InvalidNonce):
                 self._resync_clock_later()

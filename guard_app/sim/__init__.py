@@ -10,7 +10,13 @@ JSON endpoints under ``/_sim/`` (see :mod:`guard_app.sim.control`).
 from guard_app.sim.exchange import ApiError, OrderRecord, SimExchange
 from guard_app.sim.faults import Fault
 from guard_app.sim.overrides import ccxt_overrides
-from guard_app.sim.scenario import Scenario, ScenarioError, demo_scenario_path, load_scenario, parse_scenario
+from guard_app.sim.scenario import (
+    Scenario,
+    ScenarioError,
+    demo_scenario_path,
+    load_scenario,
+    parse_scenario,
+)
 from guard_app.sim.server import SimServer
 from guard_app.sim.strategy import SimStrategy
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -384,7 +385,7 @@ class BinanceApi:
             "requireSelfTradePrevention": False, "preventSor": False, "updateTime": acc.update_time,
             "accountType": "SPOT",
             "balances": [{"asset": a, "free": fmt(f, 8), "locked": fmt(lk, 8)} for a, f, lk in rows],
-            "permissions": ["SPOT"], "uid": abs(hash(acc.name)) % 10**9,
+            "permissions": ["SPOT"], "uid": zlib.crc32(acc.name.encode()),
         }
 
     def _position_row(self, acc: SimAccount, m: SimMarket, amt: Decimal, entry: Decimal, v3: bool) -> dict[str, Any]:

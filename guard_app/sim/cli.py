@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import signal
 import sys
 import threading
@@ -103,4 +104,5 @@ def _urls_toml(base_url: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m guard_app.sim", description="Run guard-app's exchange simulator.")
     add_sim_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     return run_sim(parser.parse_args(argv))

@@ -57,7 +57,7 @@ class ControlApi:
         self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
             ("GET", "/_sim/state"): lambda b: ex.snapshot(),
             ("GET", "/_sim/orders"): lambda b: [r.to_dict() for r in ex.orders],
-            ("DELETE", "/_sim/orders"): lambda b: (ex.clear_order_log(), {"ok": True})[1],
+            ("DELETE", "/_sim/orders"): lambda b: _ok(ex.clear_order_log),
             ("GET", "/_sim/balances"): lambda b: ex.balances(_req(b, "account")),
             ("GET", "/_sim/positions"): lambda b: ex.positions(_req(b, "account")),
             ("GET", "/_sim/open_orders"): lambda b: ex.open_orders(b.get("account")),
@@ -65,16 +65,16 @@ class ControlApi:
             ("POST", "/_sim/move"): lambda b: {"symbol": b.get("symbol"),
                                                "price": float(ex.move_price(_req(b, "symbol"), float(_req(b, "pct"))))},
             ("POST", "/_sim/position"): self._position,
-            ("POST", "/_sim/balance"): lambda b: _ok(ex.add_balance(_req(b, "account"), _req(b, "asset"),
-                                                                     _req(b, "amount"))),
-            ("POST", "/_sim/keys/revoke"): lambda b: _ok(ex.revoke_key(_req(b, "api_key"))),
-            ("POST", "/_sim/keys/restore"): lambda b: _ok(ex.restore_key(_req(b, "api_key"))),
-            ("POST", "/_sim/latency"): lambda b: _ok(ex.set_latency(float(_req(b, "seconds")))),
-            ("POST", "/_sim/clock"): lambda b: _ok(ex.set_clock_skew(int(_req(b, "skew_ms")))),
-            ("POST", "/_sim/partial_fill"): lambda b: _ok(ex.set_partial_fill(float(_req(b, "fraction")))),
+            ("POST", "/_sim/balance"): lambda b: _ok(ex.add_balance, _req(b, "account"), _req(b, "asset"),
+                                                                    _req(b, "amount")),
+            ("POST", "/_sim/keys/revoke"): lambda b: _ok(ex.revoke_key, _req(b, "api_key")),
+            ("POST", "/_sim/keys/restore"): lambda b: _ok(ex.restore_key, _req(b, "api_key")),
+            ("POST", "/_sim/latency"): lambda b: _ok(ex.set_latency, float(_req(b, "seconds"))),
+            ("POST", "/_sim/clock"): lambda b: _ok(ex.set_clock_skew, int(_req(b, "skew_ms"))),
+            ("POST", "/_sim/partial_fill"): lambda b: _ok(ex.set_partial_fill, float(_req(b, "fraction"))),
             ("GET", "/_sim/faults"): lambda b: [f.to_dict() for f in ex.faults.list()],
             ("POST", "/_sim/faults"): self._fault,
-            ("DELETE", "/_sim/faults"): lambda b: _ok(ex.clear_faults()),
+            ("DELETE", "/_sim/faults"): lambda b: _ok(ex.clear_faults),
         }
 
     def handle(self, req: ApiRequest) -> tuple[int, Any]:
@@ -125,5 +125,6 @@ def _req(b: dict[str, Any], name: str) -> Any:
     return b[name]
 
 
-def _ok(_: object) -> dict[str, bool]:
+def _ok(action: Callable[..., object], *args: Any) -> dict[str, bool]:
+    action(*args)
     return {"ok": True}

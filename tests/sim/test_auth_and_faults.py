@@ -143,7 +143,7 @@ def test_stop_is_quick_with_open_keepalive_connections_and_latency(sim_factory):
     thread.start()
     deadline = time.monotonic() + 5
     while server.requests_received < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)  # noqa: ASYNC251 - polling a condition with a deadline
+        time.sleep(0.01)  # polling a condition with a deadline
     start = time.monotonic()
     server.stop()
     thread.join(5)

@@ -48,6 +48,7 @@ def test_tickers_and_mark_price_follow_set_price(sim, sim_client):
     tickers = spot.fetch_tickers(["DOGE/USDT", "BTC/USDT"])
     assert tickers["DOGE/USDT"]["last"] == 0.2
     assert tickers["BTC/USDT"]["last"] == 65000.0
+    assert int(spot.last_response_headers["x-mbx-used-weight-1m"]) > 0
     sim.exchange.set_price("BTC/USDT:USDT", 70000)
     assert swap.fetch_mark_price("BTC/USDT:USDT")["markPrice"] == 70000.0
     assert spot.fetch_ticker("BTC/USDT")["last"] == 65000.0  # the spot market kept its own price
