@@ -258,7 +258,12 @@ class Enforcer:
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Cycle until ``stop()``. Never lets an exception end the loop."""
+        """Cycle until ``stop()``. Never lets an exception end the loop.
+
+        Raises ``StateError`` at once when the state database is unusable: running
+        without it would forget forced-unwind flags.
+        """
+        _ = self.state
         self._loop = asyncio.get_running_loop()
         self._wake_event = asyncio.Event()
         self._stop_event = asyncio.Event()

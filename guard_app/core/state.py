@@ -80,6 +80,8 @@ JOURNAL_KINDS = frozenset(
         "unwind_on",
         "unwind_off",
         "intervention",
+        "unwind_progress",
+        "order_skipped",
     }
 )
 

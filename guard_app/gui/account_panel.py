@@ -1,0 +1,293 @@
+"""One account's card: state pill, count and notional vs caps, positions, charts.
+
+The card is built once and updated in place from an :class:`AccountView`; rows the
+enforcer will close are highlighted in the over-cap colour, dust rows are greyed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QSizePolicy,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from guard_app.core.dashboard import AccountState, AccountView
+from guard_app.gui.charts import ExposureChart, PositionBarsChart
+from guard_app.gui.theme import HEADING, SMALL, current_theme, scaled_font, state_colour
+
+__all__ = ["AccountPanel", "PositionsModel", "StatePill", "ago", "duration"]
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: "8 s", "3 min", "2 h 05"."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d}"
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "never"
+    return f"{duration((now or time.time()) - ts)} ago"
+
+
+class StatePill(QLabel):
+    """A rounded label in a state's colour with the state in words."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("pill")
+        self.state = ""
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def set_state(self, state: str, text: str) -> None:
+        colour = "no_keys" if state == AccountState.PENDING.value else state
+        if state != self.state:
+            self.state = state
+            self.setStyleSheet(f"background: {state_colour(colour).name()};")
+        # Long exchange reasons are elided; the full text is in the tooltip.
+        shown = text if len(text) <= 70 else text[:67] + "…"
+        self.setText(shown)
+        self.setToolTip(text)
+
+
+class PositionsModel(QAbstractTableModel):
+    """Positions then dust of one account, as last read."""
+
+    HEADERS = ("Symbol", "Side", "Amount", "Value", "")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        # (symbol, side, amount, value, kind, note); kind: close | closed | keep | dust
+        self.rows: list[tuple[str, str, float, float | None, str, str]] = []
+        self.quote = "USDT"
+        self.unwinding = False
+
+    def set_view(self, view: AccountView) -> None:
+        rows: list[tuple[str, str, float, float | None, str, str]] = []
+        snap = view.snapshot
+        if snap is not None:
+            marked = view.planned_symbols
+            for p in sorted(snap.positions, key=lambda p: (p.value, p.symbol)):
+                if p.symbol in view.closed:
+                    kind, note = "closed", "closed ✓"
+                elif p.symbol in view.rejected:
+                    kind, note = "close", f"close failed: {view.rejected[p.symbol]}"
+                elif p.symbol in view.closing:
+                    kind, note = "close", "closing…"
+                elif p.symbol in marked:
+                    kind, note = "close", "will close"
+                else:
+                    kind, note = "keep", ""
+                rows.append((p.symbol, p.side.value, p.amount, p.value, kind, note))
+            for h in snap.dust:
+                rows.append((h.symbol, "", h.amount, h.value, "dust", "dust: " + h.reason))
+        self.beginResetModel()
+        self.rows = rows
+        self.quote = view.config.quote
+        self.unwinding = view.state is AccountState.UNWINDING
+        self.endResetModel()
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if not index.isValid():
+            return None
+        symbol, side, amount, value, kind, note = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (symbol, side, f"{amount:,.6g}",
+                    "—" if value is None else f"{value:,.2f} {self.quote}", note)[col]
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (2, 3):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.BackgroundRole and kind in ("close", "closed"):
+            colour = state_colour("unwinding" if self.unwinding else "over_cap")
+            colour.setAlpha(70 if kind == "close" else 35)
+            return QBrush(colour)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if kind == "dust" or kind == "closed":
+                return QBrush(state_colour("dust"))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return note or None
+        return None
+
+    def row_kind(self, symbol: str) -> str | None:
+        for row in self.rows:
+            if row[0] == symbol:
+                return row[4]
+        return None
+
+
+class _CapBar(QWidget):
+    """A caption, a big "used / cap" number and a bar coloured by how full it is."""
+
+    def __init__(self, caption: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.caption = QLabel(caption)
+        self.caption.setProperty("role", "muted")
+        self.value = QLabel("—")
+        self.value.setFont(scaled_font(self.font(), HEADING, bold=True))
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(False)
+        self.bar.setRange(0, 1000)
+        self.bar.setFixedHeight(8)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.value)
+        layout.addWidget(self.bar)
+        self._chunk = ""
+
+    def set_values(self, used: float, cap: float | None, text: str, closing_state: str) -> None:
+        self.value.setText(text)
+        if cap is None or cap <= 0:
+            self.bar.setValue(0)
+            self.bar.setVisible(False)
+            return
+        self.bar.setVisible(True)
+        ratio = used / cap
+        self.bar.setValue(int(min(1.0, ratio) * 1000))
+        state = closing_state if ratio > 1 else ("over_cap" if ratio >= 0.9 else "ok")
+        chunk = state_colour(state).name()
+        if chunk != self._chunk:
+            self._chunk = chunk
+            self.bar.setStyleSheet(
+                f"QProgressBar::chunk {{ background: {chunk}; border-radius: 3px; }}")
+
+
+class AccountPanel(QFrame):
+    """The card of one account (objectName ``account-{id}``)."""
+
+    def __init__(self, account_id: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.account_id = account_id
+        self.setObjectName(f"account-{account_id}")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setProperty("card", True)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(224)
+        self.setStyleSheet(
+            f"QFrame#account-{account_id} {{ background: {current_theme().card};"
+            f" border: 1px solid {current_theme().card_border}; border-radius: 8px; }}"
+        )
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(14, 10, 14, 10)
+        outer.setSpacing(8)
+
+        header = QHBoxLayout()
+        header.setSpacing(10)
+        self.title = QLabel(account_id)
+        self.title.setFont(scaled_font(self.font(), HEADING - 1, bold=True))
+        self.market = QLabel("")
+        self.market.setProperty("role", "muted")
+        self.pill = StatePill()
+        self.dust_note = QLabel("")
+        self.dust_note.setProperty("role", "muted")
+        self.checked = QLabel("")
+        self.checked.setProperty("role", "muted")
+        self.checked.setFont(scaled_font(self.font(), SMALL))
+        header.addWidget(self.title)
+        header.addWidget(self.market)
+        header.addWidget(self.pill)
+        header.addWidget(self.dust_note)
+        header.addStretch(1)
+        header.addWidget(self.checked)
+        outer.addLayout(header)
+
+        body = QGridLayout()
+        body.setHorizontalSpacing(16)
+        numbers = QVBoxLayout()
+        numbers.setSpacing(10)
+        self.count_bar = _CapBar("Positions vs cap")
+        self.notional_bar = _CapBar("Exposure vs cap")
+        numbers.addWidget(self.count_bar)
+        numbers.addWidget(self.notional_bar)
+        numbers.addStretch(1)
+        numbers_w = QWidget()
+        numbers_w.setLayout(numbers)
+        numbers_w.setFixedWidth(180)
+
+        self.positions = PositionsModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.positions)
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.setSelectionMode(QTableView.SelectionMode.NoSelection)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hh.setStretchLastSection(True)
+
+        self.bars = PositionBarsChart()
+        self.exposure = ExposureChart()
+        body.addWidget(numbers_w, 0, 0)
+        body.addWidget(self.table, 0, 1)
+        body.addWidget(self.bars, 0, 2)
+        body.addWidget(self.exposure, 0, 3)
+        body.setColumnStretch(1, 5)
+        body.setColumnStretch(2, 4)
+        body.setColumnStretch(3, 4)
+        outer.addLayout(body, 1)
+
+    def update_from(self, view: AccountView) -> None:
+        cfg = view.config
+        self.market.setText(f"{cfg.exchange} · {cfg.market.value} · {cfg.quote}")
+        state = view.state
+        self.pill.set_state(state.value, view.state_text())
+        self.dust_note.setText(
+            f"dust held: {len(view.snapshot.dust)}" if view.snapshot and view.snapshot.dust else "")
+        closing_state = "unwinding" if state is AccountState.UNWINDING else "over_cap"
+        caps = view.caps
+        self.count_bar.set_values(
+            view.position_count, caps.max_positions,
+            f"{view.position_count} / {caps.max_positions}" if caps.max_positions is not None
+            else f"{view.position_count}", closing_state)
+        if caps.max_notional is not None:
+            text = f"{view.notional:,.0f} / {caps.max_notional:,.0f}"
+        else:
+            text = f"{view.notional:,.0f}"
+        self.notional_bar.caption.setText(
+            f"Exposure ({cfg.quote}) vs cap" if caps.max_notional is not None
+            else f"Exposure ({cfg.quote}), no cap")
+        self.notional_bar.set_values(view.notional, caps.max_notional, text, closing_state)
+        self.positions.set_view(view)
+        self.bars.update_from(view)
+        self.exposure.update_from(view)
+        self.update_times(view)
+
+    def update_times(self, view: AccountView, now: float | None = None) -> None:
+        now = now or time.time()
+        parts = [f"checked {ago(view.last_check, now)}"]
+        if view.next_check_at is not None:
+            parts.append(f"next in {duration(view.next_check_at - now)}")
+        self.checked.setText(" · ".join(parts))

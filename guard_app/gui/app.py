@@ -1,0 +1,352 @@
+"""Start-up of the desktop app: QApplication, qasync loop, the enforcer host, the window.
+
+``run_app`` is what ``guard-app`` and ``guard-app demo`` call. ``build_app`` wires the
+parts together (host → model → window → tray) and is also used by tests and the
+screenshot script. The GUI thread runs a qasync event loop for short GUI-side async
+work; the enforcer runs on its own thread (see :mod:`guard_app.gui.enforcer_host`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import qasync
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
+
+from guard_app.core.config import AppConfig, load_config
+from guard_app.core.errors import ConfigError, StateError
+from guard_app.core.paths import default_config_path, default_data_dir
+from guard_app.core.secrets import SecretStore
+from guard_app.core.state import StateStore
+from guard_app.gui.dashboard_model import DashboardModel
+from guard_app.gui.enforcer_host import EnforcerHost
+from guard_app.gui.excepthook import ExceptionHook
+from guard_app.gui.icons import app_icon
+from guard_app.gui.main_window import MainWindow
+from guard_app.gui.tray import Tray
+
+log = logging.getLogger("guard_app.gui")
+
+APP_NAME = "guard-app"
+ORG_NAME = "guard-app"
+DESKTOP_FILE = "io.github.guardapp.GuardApp"
+EXIT_OK = 0
+EXIT_BAD = 2
+# Hidden hook for benchmarks/bench_gui.py: print when the window is first shown, then quit.
+EXIT_AFTER_SHOWN_ENV = "GUARD_APP_EXIT_AFTER_SHOWN"
+NO_TRAY_MESSAGE = ("No system tray on this desktop: closing this window quits guard-app "
+                   "(and stops enforcing).")
+
+
+@dataclass
+class AppParts:
+    """The running app's pieces (tray may be None where none was made)."""
+
+    host: EnforcerHost
+    model: DashboardModel
+    window: MainWindow
+    tray: Tray | None
+    config_path: Path | None = None
+    secrets: SecretStore | None = None
+    dialogs: list[QWidget] = field(default_factory=list)  # open non-modal dialogs (kept alive)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the enforcer and release everything (idempotent)."""
+        if self.tray is not None:
+            self.tray.hide()
+        self.host.close(timeout)
+
+
+def _make_application() -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+    if not isinstance(app, QApplication):
+        raise RuntimeError("guard-app needs a QApplication (a QCoreApplication already exists)")
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORG_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setDesktopFileName(DESKTOP_FILE)
+    app.setWindowIcon(app_icon())
+    return app
+
+
+def tray_available() -> bool:
+    """True when the desktop has a system tray to hide the window into."""
+    return bool(QSystemTrayIcon.isSystemTrayAvailable())
+
+
+def build_app(
+    config: AppConfig,
+    data_dir: Path,
+    secrets: SecretStore,
+    *,
+    config_path: Path | None = None,
+    start: bool = True,
+    stall_after: float = 15.0,
+) -> AppParts:
+    """Construct host, model, window and tray, wire them, and start the enforcer."""
+    host = EnforcerHost(config, data_dir, secrets, stall_after=stall_after)
+    model = DashboardModel(host)
+    window = MainWindow(host, model)
+    window.setWindowIcon(app_icon())
+    tray = Tray(window, host, model)
+    parts = AppParts(host, model, window, tray, config_path, secrets)
+
+    has_tray = tray_available()
+    window.set_hide_on_close(has_tray)
+    app = QApplication.instance()
+    if isinstance(app, QApplication):
+        # With a tray, closing the window only hides it: the enforcer keeps running.
+        app.setQuitOnLastWindowClosed(not has_tray)
+    if has_tray:
+        tray.show()
+    else:
+        log.warning("%s", NO_TRAY_MESSAGE)
+        _say_once_no_tray(window)
+
+    window.accounts_requested.connect(lambda: open_accounts_dialog(parts))
+    window.quit_requested.connect(lambda: request_quit(parts))
+    tray.quit_requested.connect(lambda: request_quit(parts))
+    if start:
+        host.start()
+    return parts
+
+
+def _say_once_no_tray(window: MainWindow) -> None:
+    bar = getattr(window, "statusBar", None)
+    if callable(bar):
+        bar().showMessage(NO_TRAY_MESSAGE)
+
+
+def open_accounts_dialog(parts: AppParts) -> QWidget | None:
+    """Open the accounts editor; a saved config goes to the enforcer and the dashboard."""
+    try:
+        from guard_app.gui.accounts_dialog import AccountsDialog
+    except ImportError:
+        QMessageBox.information(parts.window, "Accounts",
+                                "Edit the config file and restart guard-app to change accounts.")
+        return None
+    if parts.config_path is None or parts.secrets is None:
+        QMessageBox.information(parts.window, "Accounts",
+                                "This session has no config file to edit.")
+        return None
+    dialog = AccountsDialog(parts.config_path, parts.secrets, parts.window)
+
+    def saved(cfg: AppConfig) -> None:
+        parts.host.update_config(cfg)
+        parts.model.dashboard.set_config(cfg)
+        parts.model.set_config(cfg)
+
+    dialog.saved.connect(saved)
+    dialog.finished.connect(lambda _r: parts.dialogs.remove(dialog)
+                            if dialog in parts.dialogs else None)
+    parts.dialogs.append(dialog)
+    dialog.open()
+    return dialog
+
+
+def active_unwinds(host: EnforcerHost) -> list[str]:
+    try:
+        return sorted(host.state().forced_unwind_flags())
+    except StateError:
+        return []
+
+
+def confirm_quit(parent: QWidget | None, host: EnforcerHost) -> bool:
+    """Ask before quitting while a forced unwind is active; True to quit."""
+    users = active_unwinds(host)
+    if not users:
+        return True
+    names = ", ".join(users)
+    box = QMessageBox(parent)
+    box.setObjectName("confirm-quit")
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Quit guard-app?")
+    box.setText(f"A forced unwind is active for {names}.")
+    box.setInformativeText(
+        "If you quit, guard-app stops closing positions until it runs again. The "
+        "flag stays on and the unwind continues at the next start (or with "
+        "'guard-app run'). Quit anyway?")
+    quit_button = box.addButton("Quit anyway", QMessageBox.ButtonRole.DestructiveRole)
+    keep = box.addButton("Keep running", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(keep)
+    box.setEscapeButton(keep)
+    box.exec()
+    return box.clickedButton() is quit_button
+
+
+def request_quit(parts: AppParts) -> None:
+    if confirm_quit(parts.window, parts.host):
+        log.info("quitting guard-app")
+        QApplication.quit()
+
+
+# -- window geometry ------------------------------------------------------------------
+
+def restore_geometry(window: QWidget, settings: QSettings) -> None:
+    geometry = settings.value("window/geometry")
+    if geometry is not None:
+        window.restoreGeometry(geometry)
+    state = settings.value("window/state")
+    restore_state = getattr(window, "restoreState", None)
+    if state is not None and callable(restore_state):
+        restore_state(state)
+
+
+def save_geometry(window: QWidget, settings: QSettings) -> None:
+    settings.setValue("window/geometry", window.saveGeometry())
+    save_state = getattr(window, "saveState", None)
+    if callable(save_state):
+        settings.setValue("window/state", save_state())
+    settings.sync()
+
+
+# -- start-up -------------------------------------------------------------------------
+
+def _error_dialog(title: str, text: str, detail: str = "") -> None:
+    box = QMessageBox(QMessageBox.Icon.Critical, title, text)
+    box.setObjectName("startup-error")
+    if detail:
+        box.setInformativeText(detail)
+    box.exec()
+
+
+def _no_config_choice(config_path: Path) -> str:
+    """First run without a config: the ACCOUNTS helper's dialog, or a plain message box."""
+    try:
+        from guard_app.gui.first_run import first_run_choice
+    except ImportError:
+        box = QMessageBox(QMessageBox.Icon.Information, "Welcome to guard-app",
+                          f"There is no config file yet at {config_path}.")
+        box.setInformativeText(
+            "Create it with your accounts and caps (see the README: one [[accounts]] "
+            "table per API key), store each account's keys with 'guard-app keys set "
+            "ACCOUNT', then start guard-app again. Or try the demo on a simulated exchange.")
+        demo = box.addButton("Open the demo", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        return "demo" if box.clickedButton() is demo else "quit"
+    return first_run_choice(None)
+
+
+def _create_config_interactively(config_path: Path, secrets: SecretStore) -> bool:
+    try:
+        from guard_app.gui.accounts_dialog import AccountsDialog
+    except ImportError:
+        return False
+    dialog = AccountsDialog(config_path, secrets, None)
+    dialog.exec()
+    return config_path.exists()
+
+
+def _install_quit_signals(app: QApplication) -> QTimer:
+    """SIGINT/SIGTERM quit cleanly (the enforcer stops after its requests in flight)."""
+    def on_signal(_signum: int, _frame: Any) -> None:
+        QTimer.singleShot(0, app.quit)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    # Python runs signal handlers only between bytecodes: wake the interpreter regularly.
+    ticker = QTimer(app)
+    ticker.timeout.connect(lambda: None)
+    ticker.start(500)
+    return ticker
+
+
+def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, Any]:
+    """Decide what to run: ("run", (config_path, data_dir, secrets, demo_world)),
+    or ("exit", code) when the user quit or the config can't be used."""
+    config_path: Path | None = None
+    data_dir: Path | None = None
+    secrets: SecretStore | None = None
+    if not demo:
+        config_arg = getattr(args, "config", None)
+        data_arg = getattr(args, "data_dir", None)
+        config_path = Path(config_arg).expanduser() if config_arg else default_config_path()
+        data_dir = Path(data_arg).expanduser() if data_arg else default_data_dir()
+        secrets = SecretStore()
+        if not config_path.exists():
+            choice = _no_config_choice(config_path)
+            if choice == "quit":
+                return "exit", EXIT_OK
+            if choice == "demo":
+                demo = True
+            elif not _create_config_interactively(config_path, secrets):
+                return "exit", EXIT_OK
+    demo_world: Any = None
+    if demo:
+        from guard_app.sim.demo import start_demo
+
+        demo_world = start_demo(interval=10)
+        config_path, data_dir, secrets = (
+            demo_world.config_path, demo_world.data_dir, demo_world.keys)
+        log.info("demo: simulated exchange at %s", demo_world.server.base_url)
+    return "run", (config_path, data_dir, secrets, demo_world)
+
+
+def run_app(args: argparse.Namespace, *, demo: bool = False) -> int:
+    """Run the desktop app until it quits; returns the process exit code.
+
+    0 after a normal quit (or when the user chose to quit at first run), 2 when the
+    config file or the state database can't be used (after saying why in a dialog).
+    """
+    started = time.monotonic()
+    app = _make_application()
+    hook = ExceptionHook(app)
+    hook.install()
+    demo_world: Any = None
+    parts: AppParts | None = None
+    try:
+        what, value = _resolve_config(args, demo)
+        if what == "exit":
+            return int(value)
+        config_path, data_dir, secrets, demo_world = value
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            _error_dialog("guard-app: the config file has a problem",
+                          str(exc) if exc.source else f"{config_path}: {exc}",
+                          "Fix this key in the config file and start guard-app again.")
+            return EXIT_BAD
+        try:
+            StateStore(data_dir).close()  # fail now, loudly, rather than in the worker
+        except StateError as exc:
+            _error_dialog("guard-app: the state database can't be used", str(exc))
+            return EXIT_BAD
+
+        loop = qasync.QEventLoop(app)
+        asyncio.set_event_loop(loop)
+        _install_quit_signals(app)
+        parts = build_app(config, data_dir, secrets, config_path=config_path)
+        hook.parent_widget = parts.window
+        settings = QSettings(ORG_NAME, APP_NAME)
+        restore_geometry(parts.window, settings)
+        window = parts.window
+        app.aboutToQuit.connect(lambda: save_geometry(window, settings))
+        window.show()
+        if os.environ.get(EXIT_AFTER_SHOWN_ENV):
+            def report_shown() -> None:
+                print(f"GUARD_APP_SHOWN {time.monotonic() - started:.3f}", flush=True)
+                app.quit()
+
+            QTimer.singleShot(0, report_shown)
+        with loop:
+            loop.run_forever()
+        return EXIT_OK
+    finally:
+        if parts is not None:
+            parts.shutdown()
+        if demo_world is not None:
+            demo_world.stop()
+        hook.uninstall()
