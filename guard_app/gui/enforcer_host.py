@@ -24,18 +24,23 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from guard_app.core.config import AppConfig
-from guard_app.core.enforcer import Enforcer
 from guard_app.core.events import CycleFinished, EnforcerEvent, Heartbeat, Observer
 from guard_app.core.secrets import SecretStore
 from guard_app.core.state import StateStore, UnwindFlag
 
+if TYPE_CHECKING:
+    # Imported in the worker thread instead: ccxt takes about a second to import and
+    # the window must not wait for it.
+    from guard_app.core.enforcer import Enforcer
+
 log = logging.getLogger("guard_app.gui.host")
 
-EnforcerFactory = Callable[[AppConfig, Path, SecretStore, Observer], Enforcer]
+EnforcerFactory = Callable[[AppConfig, Path, SecretStore, Observer], "Enforcer"]
 MAX_RESTART_BACKOFF = 30.0
 ABANDON_WAIT_SECONDS = 2.0
 
@@ -43,6 +48,8 @@ ABANDON_WAIT_SECONDS = 2.0
 def _default_factory(
     config: AppConfig, data_dir: Path, secrets: SecretStore, observer: Observer
 ) -> Enforcer:
+    from guard_app.core.enforcer import Enforcer
+
     return Enforcer(config, data_dir, secrets, observer, source="app")
 
 
