@@ -28,9 +28,11 @@ from guard_app.core.errors import ConfigError, StateError
 from guard_app.core.paths import default_config_path, default_data_dir
 from guard_app.core.secrets import SecretStore
 from guard_app.core.state import StateStore
+from guard_app.gui.accounts_dialog import AccountsDialog
 from guard_app.gui.dashboard_model import DashboardModel
 from guard_app.gui.enforcer_host import EnforcerHost
 from guard_app.gui.excepthook import ExceptionHook
+from guard_app.gui.first_run import first_run_choice
 from guard_app.gui.icons import app_icon
 from guard_app.gui.main_window import MainWindow
 from guard_app.gui.tray import Tray
@@ -131,12 +133,6 @@ def _say_once_no_tray(window: MainWindow) -> None:
 
 def open_accounts_dialog(parts: AppParts) -> QWidget | None:
     """Open the accounts editor; a saved config goes to the enforcer and the dashboard."""
-    try:
-        from guard_app.gui.accounts_dialog import AccountsDialog
-    except ImportError:
-        QMessageBox.information(parts.window, "Accounts",
-                                "Edit the config file and restart guard-app to change accounts.")
-        return None
     if parts.config_path is None or parts.secrets is None:
         QMessageBox.information(parts.window, "Accounts",
                                 "This session has no config file to edit.")
@@ -222,29 +218,7 @@ def _error_dialog(title: str, text: str, detail: str = "") -> None:
     box.exec()
 
 
-def _no_config_choice(config_path: Path) -> str:
-    """First run without a config: the ACCOUNTS helper's dialog, or a plain message box."""
-    try:
-        from guard_app.gui.first_run import first_run_choice
-    except ImportError:
-        box = QMessageBox(QMessageBox.Icon.Information, "Welcome to guard-app",
-                          f"There is no config file yet at {config_path}.")
-        box.setInformativeText(
-            "Create it with your accounts and caps (see the README: one [[accounts]] "
-            "table per API key), store each account's keys with 'guard-app keys set "
-            "ACCOUNT', then start guard-app again. Or try the demo on a simulated exchange.")
-        demo = box.addButton("Open the demo", QMessageBox.ButtonRole.AcceptRole)
-        box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
-        box.exec()
-        return "demo" if box.clickedButton() is demo else "quit"
-    return first_run_choice(None)
-
-
 def _create_config_interactively(config_path: Path, secrets: SecretStore) -> bool:
-    try:
-        from guard_app.gui.accounts_dialog import AccountsDialog
-    except ImportError:
-        return False
     dialog = AccountsDialog(config_path, secrets, None)
     dialog.exec()
     return config_path.exists()
@@ -277,7 +251,7 @@ def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, Any]:
         data_dir = Path(data_arg).expanduser() if data_arg else default_data_dir()
         secrets = SecretStore()
         if not config_path.exists():
-            choice = _no_config_choice(config_path)
+            choice = first_run_choice(None)
             if choice == "quit":
                 return "exit", EXIT_OK
             if choice == "demo":
