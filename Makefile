@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 
-.PHONY: demo test install system-test system-demo lint check-core pytest soak bench clean
+.PHONY: demo test install system-test system-demo lint check-core pytest soak bench bench-quick package clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,18 @@ soak: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: install
+	$(BIN)/python benchmarks/run_all.py --quick --out benchmarks/RESULTS-quick.md
+
+# One-folder desktop build in dist/guard-app/ (PyInstaller), then a start-up check.
+package: install
+	$(BIN)/python -m pip install -q -e '.[package]'
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller packaging/guard-app.spec
+	QT_QPA_PLATFORM=offscreen dist/guard-app/guard-app --version
+	QT_QPA_PLATFORM=offscreen dist/guard-app/guard-app run --once --config /nonexistent/guard-app.toml; \
+	    test $$? -eq 2 || { echo "packaged app did not start its CLI" >&2; exit 1; }
+	du -sh dist/guard-app
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

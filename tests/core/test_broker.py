@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import ccxt
 import pytest
@@ -190,3 +191,26 @@ def test_lookup_order_by_client_id(world: World) -> None:
     found, missing = asyncio.run(go())
     assert found is not None and found.client_order_id == "ga-lookup-1" and found.filled == pytest.approx(0.01)
     assert missing is None
+
+
+def test_idle_time_is_credited_to_the_rate_limiter(world: World) -> None:
+    """ccxt's async bucket forgets idle time; a wake after a quiet period must not pay
+    the previous cycle's rate-limit debt (it would delay a forced unwind)."""
+    sim = world.start_sim([sim_account("t", spot={"USDT": 10, "BTC": 0.001})])
+
+    async def go() -> tuple[float, float]:
+        broker = _broker(world, sim, "t", Market.SPOT)
+        try:
+            await broker.snapshot()
+            bucket = broker._client.throttler.config
+            bucket["tokens"] = -20.0  # as after an expensive request: 1 s of debt at 50 ms
+            await asyncio.sleep(1.1)  # an idle period longer than the debt
+            started = time.monotonic()
+            await broker.snapshot()
+            return time.monotonic() - started, bucket["capacity"]
+        finally:
+            await broker.aclose()
+
+    elapsed, capacity = asyncio.run(go())
+    assert capacity == 1  # never credited beyond the bucket
+    assert elapsed < 0.6  # without the credit the debt alone is ~1 s

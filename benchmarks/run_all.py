@@ -1,0 +1,111 @@
+"""Run every benchmark and write benchmarks/RESULTS.md (``make bench`` / ``make bench-quick``).
+
+Each benchmark module has ``run(quick: bool) -> list[dict]``; rows carry ``benchmark``,
+``measured``, ``target``, ``met`` (True/False/None for "report only") and ``issue``.
+The soak's figures (issue 6) come from its own run (``make soak``) and are listed with
+a pointer. The machine and the date are written with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+_CHILD = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location(sys.argv[1], sys.argv[2])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+rows = module.run(sys.argv[3] == "quick")
+print("\\n@@ROWS@@" + json.dumps(rows, default=str), flush=True)
+"""
+
+
+def _run_module(name: str, quick: bool) -> list[dict[str, Any]]:
+    """Run one benchmark module in its own process: a crash there (Qt, a C extension)
+    must not lose the other benchmarks' results."""
+    path = HERE / f"{name}.py"
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, name, str(path), "quick" if quick else "full"],
+        stdout=subprocess.PIPE, text=True, cwd=HERE.parent, check=False,
+    )
+    marker = proc.stdout.rfind("@@ROWS@@")
+    if proc.returncode != 0 or marker < 0:
+        raise RuntimeError(f"exited with code {proc.returncode} before reporting its results")
+    rows: list[dict[str, Any]] = json.loads(proc.stdout[marker + len("@@ROWS@@"):])
+    return rows
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "?"
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        ram = f"{pages * size / 2**30:.1f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {ram} RAM, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short form of every benchmark")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for name in ("bench_enforcer", "bench_gui"):
+        if not (HERE / f"{name}.py").exists():
+            print(f"{name}: not present, skipped", file=sys.stderr)
+            continue
+        try:
+            rows.extend(_run_module(name, args.quick))
+        except Exception as exc:  # one broken benchmark must not hide the others
+            failures.append(f"{name}: {exc!r}")
+            print(f"{name} failed: {exc!r}", file=sys.stderr)
+    rows.append({"benchmark": "fault soak (cycles, faults, orders, worst time back under cap)",
+                 "measured": "see `make soak` output / issue 6 note", "target": "invariants hold",
+                 "met": None, "issue": 6})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `python benchmarks/run_all.py{' --quick' if args.quick else ''}` on "
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "| issue | benchmark | measured | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        met = "report" if r.get("met") is None else ("yes" if r["met"] else "**no**")
+        measured = r["measured"] + (f" (floor {r['floor']}, {r['ratio']})" if r.get("floor") else "")
+        lines.append(f"| {r.get('issue', '')} | {r['benchmark']} | {measured} | {r['target']} | {met} |")
+    if failures:
+        lines += ["", "Failed benchmarks:", *[f"- {f}" for f in failures]]
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    print(text)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

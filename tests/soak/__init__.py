@@ -1,0 +1,1 @@
+"""Fault soak and crash-recovery tests."""
