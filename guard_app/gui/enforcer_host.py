@@ -59,9 +59,12 @@ class _Worker(QThread):
     event_ready = Signal(object)  # emitted on the worker thread; queued to the host
     failed = Signal(int, str)  # generation, one-line reason
 
-    def __init__(self, generation: int) -> None:
+    def __init__(self, generation: int, make: Callable[[Observer], Enforcer]) -> None:
         super().__init__()
         self.generation = generation
+        # Builds the enforcer on the worker thread: importing it loads ccxt (about a
+        # second), which must not delay the window.
+        self.make = make
         self.enforcer: Enforcer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -77,9 +80,15 @@ class _Worker(QThread):
         self.event_ready.emit(event)
 
     def run(self) -> None:
-        enforcer = self.enforcer
-        if enforcer is None:
+        try:
+            enforcer = self.make(self.observe)
+        except BaseException as exc:  # noqa: BLE001 - reported like any other death
+            log.error("the enforcer could not be created", exc_info=True)
+            self.failed.emit(self.generation, f"{type(exc).__name__}: {exc}")
             return
+        self.enforcer = enforcer
+        if self.stopping:  # asked to stop while it was being built
+            enforcer.stop()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
@@ -197,11 +206,7 @@ class EnforcerHost(QObject):
         if self._worker is not None and self._worker.isRunning() and not self._worker.stopping:
             return
         self._generation += 1
-        worker = _Worker(self._generation)
-        enforcer = self._factory(self._config, self._data_dir, self._secrets, worker.observe)
-        if self._paused:
-            enforcer.pause()
-        worker.enforcer = enforcer
+        worker = _Worker(self._generation, self._make_enforcer)
         worker.event_ready.connect(self._on_worker_event, Qt.ConnectionType.QueuedConnection)
         worker.failed.connect(self._on_worker_failed, Qt.ConnectionType.QueuedConnection)
         self._worker = worker
@@ -305,6 +310,17 @@ class EnforcerHost(QObject):
         if self._state is None:
             self._state = StateStore(self._data_dir)
         return self._state
+
+    def _make_enforcer(self, observer: Observer) -> Enforcer:
+        """Runs on the worker thread. Commands that arrived while it was being built
+        are caught up with at the end (the host's fields always hold the latest)."""
+        config = self._config
+        enforcer = self._factory(config, self._data_dir, self._secrets, observer)
+        if self._paused:
+            enforcer.pause()
+        if self._config is not config:
+            enforcer.update_config(self._config)
+        return enforcer
 
     def _current_enforcer(self) -> Enforcer | None:
         worker = self._worker

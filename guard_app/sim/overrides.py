@@ -8,20 +8,28 @@ path runs unmodified.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
 
-__all__ = ["api_paths", "ccxt_overrides"]
+__all__ = ["API_PATHS", "api_paths", "ccxt_overrides"]
 
 
-@cache
+# ccxt's binance API url keys and the path part of each real URL. Kept as a table so
+# pointing a client at the simulator doesn't import ccxt (about a second) on the GUI
+# thread; tests/sim/test_overrides.py checks it against ccxt's own URLs.
+API_PATHS: dict[str, str] = {
+    "sapi": "/sapi/v1", "sapiV2": "/sapi/v2", "sapiV3": "/sapi/v3", "sapiV4": "/sapi/v4",
+    "dapiPublic": "/dapi/v1", "dapiPrivate": "/dapi/v1", "dapiPrivateV2": "/dapi/v2",
+    "dapiData": "/futures/data", "eapiPublic": "/eapi/v1", "eapiPrivate": "/eapi/v1",
+    "fapiPublic": "/fapi/v1", "fapiPublicV2": "/fapi/v2", "fapiPublicV3": "/fapi/v3",
+    "fapiPrivate": "/fapi/v1", "fapiPrivateV2": "/fapi/v2", "fapiPrivateV3": "/fapi/v3",
+    "fapiData": "/futures/data", "public": "/api/v3", "private": "/api/v3", "v1": "/api/v1",
+    "papi": "/papi/v1", "papiV2": "/papi/v2",
+}
+
+
 def api_paths() -> dict[str, str]:
     """ccxt's binance API url keys and the path part of each real URL."""
-    import ccxt  # imported lazily: the simulator itself doesn't need ccxt
-
-    urls = ccxt.binance().urls["api"]
-    return {key: urlsplit(url).path for key, url in urls.items() if isinstance(url, str)}
+    return dict(API_PATHS)
 
 
 def ccxt_overrides(base_url: str) -> dict[str, Any]:

@@ -147,14 +147,17 @@ def test_a_stalled_enforcer_is_reported_and_recovers(
 def test_a_blocked_gui_thread_is_not_taken_for_a_stall(
         qtbot, world: World, make_host: MakeHost) -> None:
     _sim, config = one_account(world, interval=60.0)
-    host = make_host(config, world.data_dir, world.secrets, stall_after=1.0)
+    # Heartbeats come every 1.0-1.2 s: allow two of them, and block the GUI thread for
+    # longer than that, so a stall check right after the block would see an old beat
+    # if beats were being recorded on the GUI thread.
+    host = make_host(config, world.data_dir, world.secrets, stall_after=2.5)
     log = EventLog(host)
     stalls: list[float] = []
     host.stalled.connect(stalls.append)
     host.start()
     qtbot.waitUntil(lambda: len(log.of(Heartbeat)) >= 1, timeout=10_000)
 
-    time.sleep(2.0)  # the GUI thread is busy; the enforcer keeps beating
+    time.sleep(3.5)  # the GUI thread is busy; the enforcer keeps beating
     beats = len(log.of(Heartbeat))
     qtbot.waitUntil(lambda: len(log.of(Heartbeat)) > beats + 1, timeout=5_000)
     QApplication.processEvents()
