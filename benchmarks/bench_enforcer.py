@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +35,8 @@ import tomlkit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from simproc import SimProcess  # noqa: E402
 
 from guard_app.core.broker import Broker  # noqa: E402
 from guard_app.core.config import AccountConfig, load_config  # noqa: E402
@@ -101,16 +102,8 @@ class World:
         scenario = {"sim": {"latency": LATENCY, "futures_wallet": 100_000},
                     "markets": _markets(),
                     "accounts": [_sim_account(a, m, n) for a, _, m, n, _ in layout]}
-        path = self.tmp / "scenario.toml"
-        path.write_text(tomlkit.dumps(scenario))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "guard_app.sim", "--port", "0", "--scenario", str(path)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if " on http" not in line:
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.base_url = line.rsplit(" on ", 1)[1].strip()
+        self.sim = SimProcess(scenario, self.tmp)
+        self.base_url = self.sim.base_url
         self.keyring = MemoryKeyring()
         self.secrets = SecretStore(backend=self.keyring)
         accounts = []
@@ -132,11 +125,7 @@ class World:
         self.data_dir = self.tmp / "data"
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.sim.close()
 
 
 class CostMeter:

@@ -114,26 +114,27 @@ def measure_gui_stall(seconds: float) -> dict[str, float]:
     import tomlkit
     from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
+    from simproc import SimProcess
 
     from guard_app.core.config import load_config
     from guard_app.core.events import CycleFinished
     from guard_app.core.secrets import ApiKeys
     from guard_app.gui.app import build_app
-    from guard_app.sim import SimServer, SimStrategy, ccxt_overrides, parse_scenario
+    from guard_app.sim import ccxt_overrides
     from guard_app.sim.demo import DemoKeyStore
 
     app = QApplication.instance() or QApplication([])
     logging.getLogger("guard_app").setLevel(logging.ERROR)  # keep the table readable
     names = [f"acct{i:02d}" for i in range(ACCOUNTS)]
     spot = {"USDT": 2000, "BTC": 0.001, "ETH": 0.01, "SOL": 0.1, "LINK": 1.0}
-    scenario = parse_scenario({"markets": _MARKETS, "accounts": [
+    scenario = {"markets": _MARKETS, "accounts": [
         {"name": n, "api_key": f"{n}-apikey-0123456789", "secret": f"{n}-secret-abcdefghij",
-         "spot": dict(spot)} for n in names]}, "bench")
-    server = SimServer(scenario).start()
-    strategy = SimStrategy(server.exchange, interval=1.0, seed=3, notional=10.0,
-                           venues=("spot",))
+         "spot": dict(spot)} for n in names]}
     parts = None
     with tempfile.TemporaryDirectory(prefix="guard-bench-") as tmp:
+        # The exchange is another process, as it is another machine in real use: its
+        # HTTP threads must not compete with the GUI thread for the GIL here.
+        server = SimProcess(scenario, Path(tmp), strategy_interval=1.0, seed=3)
         try:
             doc = tomlkit.document()
             doc["enforcer"] = {"interval_seconds": 1.0, "dry_run": False}
@@ -159,7 +160,6 @@ def measure_gui_stall(seconds: float) -> dict[str, float]:
             while not cycles and time.monotonic() < deadline:
                 app.processEvents()
                 time.sleep(0.005)
-            strategy.start()
 
             gaps: list[float] = []
             stamps: list[float] = []
@@ -186,10 +186,9 @@ def measure_gui_stall(seconds: float) -> dict[str, float]:
                 "max_at_s": stamps[gaps.index(max(gaps))],
                 "p99_ms": statistics.quantiles(gaps, n=100)[98],
                 "cycles": float(len(cycles) - first_cycle),
-                "orders": float(sum(1 for o in server.exchange.orders if o.accepted)),
+                "orders": float(sum(1 for o in server.orders() if o["accepted"])),
             }
         finally:
-            strategy.stop()
             if parts is not None:
                 parts.shutdown(timeout=15)
                 parts.window.close()
@@ -199,7 +198,7 @@ def measure_gui_stall(seconds: float) -> dict[str, float]:
                 parts = None
                 app.processEvents()
                 gc.collect()
-            server.stop()
+            server.close()
 
 
 def run(quick: bool) -> list[dict[str, Any]]:

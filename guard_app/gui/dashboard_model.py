@@ -37,6 +37,7 @@ class DashboardModel(QObject):
         self.host = host
         self.dashboard = Dashboard(host.config)
         self._dirty: set[str] = set()
+        self.flushing = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(COALESCE_MS)
@@ -115,9 +116,18 @@ class DashboardModel(QObject):
                 self._timer.start()
 
     def flush(self) -> None:
-        """Emit pending changes now (tests, and before a modal dialog reads the state)."""
+        """Emit pending changes now (tests, and before a modal dialog reads the state).
+
+        Views update synchronously for an explicit flush (``flushing`` is True while
+        ``changed`` is emitted); timer-driven updates may be spread over several
+        event-loop turns to keep the window responsive.
+        """
         self._timer.stop()
-        self._flush()
+        self.flushing = True
+        try:
+            self._flush()
+        finally:
+            self.flushing = False
 
     def _flush(self) -> None:
         if self._dirty:

@@ -33,6 +33,9 @@ from guard_app.gui.dashboard_model import DashboardModel
 from guard_app.gui.theme import BIG_NUMBER, HEADING, scaled_font, state_colour
 from guard_app.gui.unwind_dialog import confirm_unwind
 
+# How long one slice of panel redraws may hold the GUI thread.
+PANEL_SLICE_SECONDS = 0.012
+
 if TYPE_CHECKING:
     from guard_app.gui.enforcer_host import EnforcerHost
 
@@ -250,6 +253,12 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.activity.setContentsMargins(16, 0, 16, 8)
 
+        # Account panels waiting to be redrawn (an ordered set), drawn in slices.
+        self._stale_panels: dict[str, None] = {}
+        self._panel_timer = QTimer(self)
+        self._panel_timer.setSingleShot(True)
+        self._panel_timer.setInterval(0)
+        self._panel_timer.timeout.connect(lambda: self._update_stale_panels())
         self.sections: dict[str, UserSection] = {}
         self._rebuild_sections()
         model.changed.connect(self._on_changed)
@@ -281,6 +290,7 @@ class MainWindow(QMainWindow):
         enforcement.addAction(self.pause_action)
 
     def _rebuild_sections(self) -> None:
+        self._stale_panels.clear()  # every panel is rebuilt from the dashboard below
         for section in self.sections.values():
             self.sections_layout.removeWidget(section)
             section.deleteLater()
@@ -327,8 +337,12 @@ class MainWindow(QMainWindow):
             view = dashboard.accounts.get(account_id)
             if view is None:
                 continue
-            self.panel(account_id).update_from(view)
+            self._stale_panels[account_id] = None
             users_touched.add(view.config.user)
+        if self.model.flushing:
+            self._update_stale_panels(budget=None)
+        elif self._stale_panels and not self._panel_timer.isActive():
+            self._panel_timer.start()
         if SUMMARY in changed:
             users_touched = set(self.sections)
             self.activity.refresh()
@@ -340,6 +354,26 @@ class MainWindow(QMainWindow):
             self.pause_action.blockSignals(True)
             self.pause_action.setChecked(paused)
             self.pause_action.blockSignals(False)
+
+    def _update_stale_panels(self, budget: float | None = PANEL_SLICE_SECONDS) -> None:
+        """Redraw changed account panels, a few milliseconds' worth per event-loop turn.
+
+        A cycle over 50 accounts changes every panel at once; redrawing them all in one
+        go would freeze the window for a noticeable moment, so the work is sliced and
+        input and painting get their turn in between. ``budget`` None: all of them now.
+        """
+        deadline = None if budget is None else time.perf_counter() + budget
+        dashboard = self.model.dashboard
+        while self._stale_panels:
+            account_id = next(iter(self._stale_panels))
+            del self._stale_panels[account_id]
+            view = dashboard.accounts.get(account_id)
+            if view is not None:
+                self.panel(account_id).update_from(view)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+        if self._stale_panels:
+            self._panel_timer.start()
 
     def _tick(self) -> None:
         now = time.time()

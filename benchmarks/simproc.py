@@ -1,0 +1,55 @@
+"""The exchange simulator in its own process, for benchmarks.
+
+In real use the exchange is another machine; running the simulator inside the
+measured process would charge its HTTP threads (and their share of the GIL) to
+guard-app.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SimProcess:
+    """``python -m guard_app.sim`` on a free port with a generated scenario."""
+
+    def __init__(self, scenario: dict[str, Any], workdir: Path,
+                 *, strategy_interval: float | None = None, seed: int = 0) -> None:
+        path = workdir / "scenario.toml"
+        path.write_text(tomlkit.dumps(scenario))
+        cmd = [sys.executable, "-m", "guard_app.sim", "--port", "0", "--scenario", str(path),
+               "--seed", str(seed)]
+        if strategy_interval:
+            cmd += ["--strategy", "--strategy-interval", str(strategy_interval)]
+        else:
+            cmd += ["--no-strategy"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, cwd=ROOT)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if " on http" not in line:
+            self.close()
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.base_url = line.rsplit(" on ", 1)[1].strip()
+
+    def orders(self) -> list[dict[str, Any]]:
+        """The simulator's order log, through its control endpoint."""
+        with urllib.request.urlopen(f"{self.base_url}/_sim/orders", timeout=10) as answer:  # noqa: S310 - loopback
+            data = json.load(answer)
+        return list(data["orders"] if isinstance(data, dict) else data)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
