@@ -26,9 +26,7 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from guard_app.gui.dashboard_model import DashboardModel
-from guard_app.gui.enforcer_host import EnforcerHost
-from guard_app.gui.main_window import MainWindow
+from guard_app.gui.app import build_app
 from guard_app.gui.theme import apply_theme
 from guard_app.sim.demo import start_demo
 
@@ -42,17 +40,15 @@ args = p.parse_args()
 app = QApplication(sys.argv[:1])
 apply_theme(app, dark=True if args.dark else None)
 world = start_demo(interval=5.0, strategy_interval=3.0)
-# The window without the tray (a screen grab has no tray to show).
-host = EnforcerHost(world.config, world.data_dir, world.keys)
-model = DashboardModel(host)
-window = MainWindow(host, model)
+# The app as `guard-app demo` builds it (Xvfb has no system tray, so no tray icon).
+parts = build_app(world.config, world.data_dir, world.keys, config_path=world.config_path)
+window = parts.window
 window.setGeometry(0, 0, 1440, 900)
 window.show()
-host.start()
 if args.unwind:
     def unwind() -> None:
-        host.set_forced_unwind(args.unwind, True, by="gui", reason="screenshot")
-        model.refresh_flags()
+        parts.host.set_forced_unwind(args.unwind, True, by="gui", reason="screenshot")
+        parts.model.refresh_flags()
 
     QTimer.singleShot(int(args.wait * 500), unwind)
 
@@ -61,7 +57,7 @@ def shoot() -> None:
     app.processEvents()
     subprocess.run(["import", "-window", "root", args.out], check=True)  # noqa: S603,S607
     print(f"wrote {args.out}")
-    host.stop()
+    parts.shutdown()
     world.stop()
     app.quit()
 

@@ -94,6 +94,8 @@ def _palette(t: Theme) -> QPalette:
 
 def _style_sheet(t: Theme) -> str:
     red = STATE_COLOURS["unwinding"]
+    r, g, b = (int(red[i:i + 2], 16) for i in (1, 3, 5))
+    red_tint = f"rgba({r}, {g}, {b}, 40)"  # idle: clearly red, calmer than the active state
     return f"""
 QFrame#card {{ background: {t.card}; border: 1px solid {t.card_border}; border-radius: 8px; }}
 QFrame#userHeader {{ background: transparent; border: none; }}
@@ -101,8 +103,8 @@ QLabel[role="muted"] {{ color: {t.muted}; }}
 QLabel[role="title"] {{ font-weight: 600; }}
 QLabel#pill {{ color: white; border-radius: 10px; padding: 2px 10px; font-weight: 700; }}
 QPushButton[role="unwind"] {{
-    background: {t.card}; color: {red}; border: 2px solid {red}; border-radius: 6px;
-    padding: 6px 16px; font-weight: 700;
+    background: {red_tint}; color: {red}; border: 2px solid {red}; border-radius: 6px;
+    padding: 6px 18px; font-weight: 800;
 }}
 QPushButton[role="unwind"]:hover {{ background: {red}; color: white; }}
 QPushButton[role="unwind-active"] {{
