@@ -59,7 +59,7 @@ class _Worker(QThread):
     event_ready = Signal(object)  # emitted on the worker thread; queued to the host
     failed = Signal(int, str)  # generation, one-line reason
 
-    def __init__(self, generation: int, make: Callable[[Observer], Enforcer]) -> None:
+    def __init__(self, generation: int, make: Callable[[Observer], Enforcer] | None) -> None:
         super().__init__()
         self.generation = generation
         # Builds the enforcer on the worker thread: importing it loads ccxt (about a
@@ -80,12 +80,19 @@ class _Worker(QThread):
         self.event_ready.emit(event)
 
     def run(self) -> None:
+        # ``make`` is bound to the host: drop it once used, so no reference cycle ties the
+        # host (and its timers) to this thread. A cycle would be freed by Python's garbage
+        # collector on whatever thread it runs, and a QObject with timers destroyed off
+        # the GUI thread leaves Qt a dangling timer (a crash seen in the GUI tests).
+        make, self.make = self.make, None
         try:
-            enforcer = self.make(self.observe)
+            enforcer = make(self.observe)
         except BaseException as exc:  # noqa: BLE001 - reported like any other death
             log.error("the enforcer could not be created", exc_info=True)
             self.failed.emit(self.generation, f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            del make
         self.enforcer = enforcer
         if self.stopping:  # asked to stop while it was being built
             enforcer.stop()
@@ -104,6 +111,10 @@ class _Worker(QThread):
                 log.error("the enforcer thread crashed", exc_info=True)
         finally:
             self._close_loop(loop)
+            # The enforcer holds this worker's observe(): break that cycle here, while
+            # the thread is ours, rather than leave it to the garbage collector.
+            self.enforcer = None
+            del enforcer
         if reason is not None and not self.stopping:
             self.failed.emit(self.generation, reason)
 

@@ -10,11 +10,13 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import gc  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from PySide6.QtCore import QCoreApplication, QEvent  # noqa: E402
 
 from guard_app.core.config import AppConfig  # noqa: E402
 from guard_app.core.events import CycleFinished, EnforcerEvent  # noqa: E402
@@ -51,3 +53,17 @@ def make_host(qapp: Any) -> Iterator[MakeHost]:
     yield make
     for host in hosts:
         assert host.close(timeout=15), "the enforcer thread did not stop"
+        host.deleteLater()  # destroyed here, on the GUI thread, with its timers
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_on_the_gui_thread(qapp: Any) -> Iterator[None]:
+    """Free each test's Qt objects on the GUI thread.
+
+    Left to Python's cyclic garbage collector, they would be freed on whatever thread
+    it happens to run (an enforcer or simulator thread), and a QObject with timers
+    destroyed off its own thread leaves Qt a dangling timer that crashes a later test.
+    """
+    yield
+    gc.collect()

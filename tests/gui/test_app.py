@@ -93,12 +93,17 @@ def test_the_enforcer_keeps_closing_while_a_modal_dialog_is_open(
             seen_while_open.append(count)
             box.done(0)
 
-    poll = QTimer()
+    poll = QTimer(box)
     poll.timeout.connect(check)
     poll.start(100)
-    QTimer.singleShot(15_000, lambda: box.done(0))  # never hang the suite
+    # Never hang the suite; parented to the box so it can't fire in a later test.
+    give_up = QTimer(box)
+    give_up.setSingleShot(True)
+    give_up.timeout.connect(lambda: box.done(0))
+    give_up.start(15_000)
     box.exec()
     poll.stop()
+    give_up.stop()
 
     assert seen_while_open, "no close reached the simulator while the dialog was open"
 

@@ -8,6 +8,7 @@ charts that update in place.
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -60,13 +61,14 @@ def next_cycle(qtbot, host, model, log: EventLog) -> None:
 def on_dialog(qtbot, act: Callable[[UnwindDialog], None]) -> list[bool]:
     """Run ``act`` on the modal unwind dialog once it is up (it blocks in exec())."""
     done: list[bool] = []
+    deadline = time.monotonic() + 10  # never keep polling into a later test
 
     def poll() -> None:
         modal = QApplication.activeModalWidget()
         if isinstance(modal, UnwindDialog) and modal.isVisible():
             act(modal)
             done.append(True)
-        else:
+        elif time.monotonic() < deadline:
             QTimer.singleShot(20, poll)
 
     QTimer.singleShot(0, poll)
