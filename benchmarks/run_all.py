@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 
 
 _CHILD = """
-import importlib.util, json, sys
+import importlib.util, json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[2]))  # the benchmarks' shared helpers
 spec = importlib.util.spec_from_file_location(sys.argv[1], sys.argv[2])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -43,7 +44,17 @@ def _run_module(name: str, quick: bool) -> list[dict[str, Any]]:
     if proc.returncode != 0 or marker < 0:
         raise RuntimeError(f"exited with code {proc.returncode} before reporting its results")
     rows: list[dict[str, Any]] = json.loads(proc.stdout[marker + len("@@ROWS@@"):])
-    return rows
+    return [_common_shape(r) for r in rows]
+
+
+def _common_shape(row: dict[str, Any]) -> dict[str, Any]:
+    """bench_gui reports metric/value/unit/ok/detail; the table wants benchmark/measured/met."""
+    if "metric" not in row:
+        return row
+    report = row["target"] == "report"
+    return {"issue": 4, "benchmark": row["metric"],
+            "measured": f"{row['value']} {row['unit']} ({row['detail']})",
+            "target": row["target"], "met": None if report else bool(row["ok"])}
 
 
 def machine() -> str:

@@ -7,8 +7,9 @@ enforcer will close are highlighted in the over-cap colour, dust rows are greyed
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush
 from PySide6.QtWidgets import (
     QFrame,
@@ -25,11 +26,11 @@ from PySide6.QtWidgets import (
 
 from guard_app.core.dashboard import AccountState, AccountView
 from guard_app.gui.charts import ExposureChart, PositionBarsChart
+from guard_app.gui.table_model import Index, ReadOnlyTableModel
 from guard_app.gui.theme import HEADING, SMALL, current_theme, scaled_font, state_colour
 
 __all__ = ["AccountPanel", "PositionsModel", "StatePill", "ago", "duration"]
 
-_Index = QModelIndex | QPersistentModelIndex
 
 
 def duration(seconds: float) -> str:
@@ -68,7 +69,7 @@ class StatePill(QLabel):
         self.setToolTip(text)
 
 
-class PositionsModel(QAbstractTableModel):
+class PositionsModel(ReadOnlyTableModel):
     """Positions then dust of one account, as last read."""
 
     HEADERS = ("Symbol", "Side", "Amount", "Value", "")
@@ -105,19 +106,10 @@ class PositionsModel(QAbstractTableModel):
         self.unwinding = view.state is AccountState.UNWINDING
         self.endResetModel()
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.rows)
+    def _rows(self) -> Sized:
+        return self.rows
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if not index.isValid():
             return None
         symbol, side, amount, value, kind, note = self.rows[index.row()]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtCore import QModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush
 from PySide6.QtWidgets import (
     QComboBox,
@@ -24,13 +24,13 @@ from PySide6.QtWidgets import (
 )
 
 from guard_app.core.state import JournalEntry, StateStore
+from guard_app.gui.table_model import Index, ReadOnlyTableModel
 from guard_app.gui.theme import state_colour
 
 __all__ = ["ActivityModel", "ActivityView"]
 
 log = logging.getLogger("guard_app.gui")
 
-_Index = QModelIndex | QPersistentModelIndex
 
 # Which journal kinds get a state colour in the Activity table.
 _KIND_STATE = {
@@ -43,7 +43,7 @@ MAX_ROWS = 2000
 REFRESH_MS = 2000
 
 
-class ActivityModel(QAbstractTableModel):
+class ActivityModel(ReadOnlyTableModel):
     """Journal entries, newest first, capped at MAX_ROWS."""
 
     HEADERS = ("Time", "Account / user", "What", "Details")
@@ -72,19 +72,10 @@ class ActivityModel(QAbstractTableModel):
         self.entries = []
         self.endResetModel()
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.entries)
+    def _rows(self) -> Sized:
+        return self.entries
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if not index.isValid():
             return None
         e = self.entries[index.row()]

@@ -53,6 +53,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from guard_app.core.errors import ConfigError
+
 __all__ = [
     "AccountSpec",
     "MarketSpec",
@@ -66,15 +68,8 @@ __all__ = [
 ]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigError, ValueError):
     """A scenario file can't be used; ``str(err)`` is one line naming file, key and problem."""
-
-    def __init__(self, key: str, problem: str, source: str = "") -> None:
-        self.key = key
-        self.problem = problem
-        self.source = source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key}: {problem}" if key else f"{where}{problem}")
 
 
 @dataclass(frozen=True)
