@@ -42,7 +42,6 @@ from guard_app.core.errors import (
     NeedsUserError,
     OrderUnknownError,
     RateLimitedError,
-    SecretStoreError,
 )
 from guard_app.core.events import (
     AccountError,
@@ -759,30 +758,3 @@ class Enforcer:
                                                    "failures": runtime.consecutive_failures})
         self._emit(AccountError(cycle_id=cycle_id, account_id=account.id, kind=kind,
                                 message=message, retry_in=retry_in))
-
-
-def run_once(
-    config: AppConfig,
-    data_dir: Path,
-    secrets: SecretStore | None = None,
-    observer: Observer | None = None,
-) -> CycleReport:
-    """One cycle on a fresh loop (``guard-app run --once``, ``status``)."""
-
-    async def _one() -> CycleReport:
-        enforcer = Enforcer(config, data_dir, secrets, observer)
-        try:
-            return await enforcer.run_cycle()
-        finally:
-            await enforcer.aclose()
-
-    return asyncio.run(_one())
-
-
-def keyring_problem(secrets: SecretStore) -> str | None:
-    """A person-readable reason the keyring can't be used, or None when it can."""
-    try:
-        secrets.check_available()
-    except SecretStoreError as exc:
-        return str(exc)
-    return None
