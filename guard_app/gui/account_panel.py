@@ -7,10 +7,9 @@ enforcer will close are highlighted in the over-cap colour, dust rows are greyed
 from __future__ import annotations
 
 import time
-from collections.abc import Sized
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush
+from PySide6.QtGui import QBrush, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
@@ -26,7 +25,6 @@ from PySide6.QtWidgets import (
 
 from guard_app.core.dashboard import AccountState, AccountView
 from guard_app.gui.charts import ExposureChart, PositionBarsChart
-from guard_app.gui.table_model import Index, ReadOnlyTableModel
 from guard_app.gui.theme import HEADING, SMALL, current_theme, scaled_font, state_colour
 
 __all__ = ["AccountPanel", "PositionsModel", "StatePill", "ago", "duration"]
@@ -69,20 +67,30 @@ class StatePill(QLabel):
         self.setToolTip(text)
 
 
-class PositionsModel(ReadOnlyTableModel):
-    """Positions then dust of one account, as last read."""
+Row = tuple[str, str, float, "float | None", str, str]
+
+
+class PositionsModel(QStandardItemModel):
+    """Positions then dust of one account, as last read.
+
+    The cells live in Qt's own (C++) item model and are rebuilt only when the rows
+    change: painting and sizing the table then need no Python calls. With many
+    accounts each such call had to win the GIL back from the enforcer thread, which
+    made a one-second cycle visibly stall the window.
+    """
 
     HEADERS = ("Symbol", "Side", "Amount", "Value", "")
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(0, len(self.HEADERS), parent)
+        self.setHorizontalHeaderLabels(list(self.HEADERS))
         # (symbol, side, amount, value, kind, note); kind: close | closed | keep | dust
-        self.rows: list[tuple[str, str, float, float | None, str, str]] = []
+        self.rows: list[Row] = []
         self.quote = "USDT"
         self.unwinding = False
 
     def set_view(self, view: AccountView) -> None:
-        rows: list[tuple[str, str, float, float | None, str, str]] = []
+        rows: list[Row] = []
         snap = view.snapshot
         if snap is not None:
             marked = view.planned_symbols
@@ -100,35 +108,32 @@ class PositionsModel(ReadOnlyTableModel):
                 rows.append((p.symbol, p.side.value, p.amount, p.value, kind, note))
             for h in snap.dust:
                 rows.append((h.symbol, "", h.amount, h.value, "dust", "dust: " + h.reason))
-        self.beginResetModel()
-        self.rows = rows
-        self.quote = view.config.quote
-        self.unwinding = view.state is AccountState.UNWINDING
-        self.endResetModel()
+        quote, unwinding = view.config.quote, view.state is AccountState.UNWINDING
+        if (rows, quote, unwinding) == (self.rows, self.quote, self.unwinding):
+            return  # nothing to redraw
+        self.rows, self.quote, self.unwinding = rows, quote, unwinding
+        self.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c in range(len(self.HEADERS)):
+                self.setItem(r, c, self._cell(row, c))
 
-    def _rows(self) -> Sized:
-        return self.rows
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if not index.isValid():
-            return None
-        symbol, side, amount, value, kind, note = self.rows[index.row()]
-        col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return (symbol, side, f"{amount:,.6g}",
-                    "—" if value is None else f"{value:,.2f} {self.quote}", note)[col]
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (2, 3):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.BackgroundRole and kind in ("close", "closed"):
+    def _cell(self, row: Row, col: int) -> QStandardItem:
+        symbol, side, amount, value, kind, note = row
+        text = (symbol, side, f"{amount:,.6g}",
+                "—" if value is None else f"{value:,.2f} {self.quote}", note)[col]
+        item = QStandardItem(text)
+        item.setEditable(False)
+        if col in (2, 3):
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if kind in ("close", "closed"):
             colour = state_colour("unwinding" if self.unwinding else "over_cap")
             colour.setAlpha(70 if kind == "close" else 35)
-            return QBrush(colour)
-        if role == Qt.ItemDataRole.ForegroundRole:
-            if kind == "dust" or kind == "closed":
-                return QBrush(state_colour("dust"))
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return note or None
-        return None
+            item.setBackground(QBrush(colour))
+        if kind in ("dust", "closed"):
+            item.setForeground(QBrush(state_colour("dust")))
+        if note:
+            item.setToolTip(note)
+        return item
 
     def row_kind(self, symbol: str) -> str | None:
         for row in self.rows:

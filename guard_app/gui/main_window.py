@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import SIGNAL, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtGui import QAction, QCloseEvent, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -32,9 +32,6 @@ from guard_app.gui.activity import ActivityView
 from guard_app.gui.dashboard_model import DashboardModel
 from guard_app.gui.theme import BIG_NUMBER, HEADING, scaled_font, state_colour
 from guard_app.gui.unwind_dialog import confirm_unwind
-
-# How long one slice of panel redraws may hold the GUI thread.
-PANEL_SLICE_SECONDS = 0.012
 
 if TYPE_CHECKING:
     from guard_app.gui.enforcer_host import EnforcerHost
@@ -236,6 +233,7 @@ class MainWindow(QMainWindow):
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setWidget(self.sections_widget)
+        self.scroll.verticalScrollBar().valueChanged.connect(self._redraw_newly_visible)
         self.activity = ActivityView(host.state)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
@@ -340,7 +338,7 @@ class MainWindow(QMainWindow):
             self._stale_panels[account_id] = None
             users_touched.add(view.config.user)
         if self.model.flushing:
-            self._update_stale_panels(budget=None)
+            self._update_stale_panels(all_now=True)
         elif self._stale_panels and not self._panel_timer.isActive():
             self._panel_timer.start()
         if SUMMARY in changed:
@@ -355,25 +353,44 @@ class MainWindow(QMainWindow):
             self.pause_action.setChecked(paused)
             self.pause_action.blockSignals(False)
 
-    def _update_stale_panels(self, budget: float | None = PANEL_SLICE_SECONDS) -> None:
-        """Redraw changed account panels, a few milliseconds' worth per event-loop turn.
+    def _update_stale_panels(self, *, all_now: bool = False) -> None:
+        """Redraw changed account panels without freezing the window.
 
-        A cycle over 50 accounts changes every panel at once; redrawing them all in one
-        go would freeze the window for a noticeable moment, so the work is sliced and
-        input and painting get their turn in between. ``budget`` None: all of them now.
+        A cycle over 50 accounts changes every panel at once. Timer-driven updates
+        redraw only panels on screen, one per event-loop turn, so each is painted (and
+        input handled) before the next one changes; panels out of view stay stale until
+        they scroll into view or the window is shown again. ``all_now`` (an explicit
+        flush): every panel, now.
         """
-        deadline = None if budget is None else time.perf_counter() + budget
         dashboard = self.model.dashboard
-        while self._stale_panels:
-            account_id = next(iter(self._stale_panels))
-            del self._stale_panels[account_id]
+        more = False
+        for account_id in list(self._stale_panels):
             view = dashboard.accounts.get(account_id)
-            if view is not None:
-                self.panel(account_id).update_from(view)
-            if deadline is not None and time.perf_counter() >= deadline:
+            if view is None:
+                del self._stale_panels[account_id]
+                continue
+            panel = self.panel(account_id)
+            if not all_now and panel.visibleRegion().isEmpty():
+                continue  # off screen: redrawn when it comes into view
+            del self._stale_panels[account_id]
+            panel.update_from(view)
+            if not all_now:
+                more = True  # let this panel paint before the next one changes
                 break
-        if self._stale_panels:
+        if more:
             self._panel_timer.start()
+
+    def _redraw_newly_visible(self, *_args: object) -> None:
+        if self._stale_panels and not self._panel_timer.isActive():
+            self._panel_timer.start()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self._redraw_newly_visible()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._redraw_newly_visible()
 
     def _tick(self) -> None:
         now = time.time()
