@@ -38,12 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from simproc import SimProcess  # noqa: E402
 
-from guard_app.core.broker import Broker  # noqa: E402
 from guard_app.core.config import AccountConfig, load_config  # noqa: E402
 from guard_app.core.enforcer import Enforcer  # noqa: E402
 from guard_app.core.events import EnforcerEvent, OrderFilled, OrderRejected  # noqa: E402
 from guard_app.core.secrets import ApiKeys, SecretStore  # noqa: E402
 from guard_app.core.state import StateStore  # noqa: E402
+from guard_app.exchanges import make_broker  # noqa: E402
+from guard_app.exchanges.broker import Broker  # noqa: E402
 from guard_app.sim.overrides import ccxt_overrides  # noqa: E402
 
 LATENCY = 0.05
@@ -208,7 +209,7 @@ def _cycle_times(layout: list[tuple[str, str, str, int, int]], cycles: int) -> d
     world = World(layout)
     try:
         async def go() -> list[tuple[float, float, int]]:
-            enforcer = Enforcer(world.config, world.data_dir, world.secrets)
+            enforcer = Enforcer(world.config, world.data_dir, world.secrets, broker_factory=make_broker)
             try:
                 await enforcer.run_cycle()  # warm-up: markets loaded, connections opened
                 out = []

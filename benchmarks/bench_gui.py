@@ -119,9 +119,9 @@ def measure_gui_stall(seconds: float) -> dict[str, float]:
     from guard_app.core.config import load_config
     from guard_app.core.events import CycleFinished
     from guard_app.core.secrets import ApiKeys
+    from guard_app.demo import DemoKeyStore
     from guard_app.gui.app import build_app
     from guard_app.sim import ccxt_overrides
-    from guard_app.sim.demo import DemoKeyStore
 
     app = QApplication.instance() or QApplication([])
     logging.getLogger("guard_app").setLevel(logging.ERROR)  # keep the table readable

@@ -117,6 +117,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _load_config(args: argparse.Namespace) -> Any:
+    import guard_app.exchanges  # noqa: F401 - wires ccxt's exchange ids into the config check
     from guard_app.core.config import load_config
     from guard_app.core.errors import ConfigError
 
@@ -141,10 +142,11 @@ def _open_state(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from guard_app.core.enforcer import Enforcer
+    from guard_app.exchanges import make_broker
 
     config = _load_config(args)
     _open_state(args).close()  # a corrupt state database stops us here, loudly
-    enforcer = Enforcer(config, _data_dir(args), source="cli")
+    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker, source="cli")
 
     async def main() -> int:
         if args.once:
@@ -164,6 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from guard_app.core.status import read_all, status_document
+    from guard_app.exchanges import make_broker
 
     config = _load_config(args)
     state = _open_state(args)
@@ -173,7 +176,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         state.close()
     from guard_app.core.secrets import SecretStore
 
-    statuses = asyncio.run(read_all(config, SecretStore()))
+    statuses = asyncio.run(read_all(config, SecretStore(), make_broker))
     doc = status_document(config, flags, statuses)
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -242,10 +245,9 @@ def cmd_unwind(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    import ccxt
-
     from guard_app.core.errors import SecretStoreError
     from guard_app.core.secrets import ApiKeys, SecretStore
+    from guard_app.exchanges.catalog import needs_passphrase
 
     config = _load_config(args)
     try:
@@ -262,9 +264,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(f"{account.id}: keys deleted" if deleted else f"{account.id}: no keys were stored")
             return EXIT_OK
         if sys.stdin.isatty():
-            needs_password = bool(
-                getattr(ccxt, account.exchange)().requiredCredentials.get("password")
-            )
+            needs_password = needs_passphrase(account.exchange)
             api_key = getpass.getpass(f"{account.id} API key: ").strip()
             secret = getpass.getpass(f"{account.id} secret: ").strip()
             password = (getpass.getpass(f"{account.id} passphrase: ").strip() or None
@@ -293,7 +293,7 @@ def cmd_gui(args: argparse.Namespace, *, demo: bool = False) -> int:
         from guard_app.gui.app import run_app
     except ImportError as exc:
         if demo:
-            from guard_app.sim.demo import run_headless_demo
+            from guard_app.demo import run_headless_demo
 
             print(f"{APP_NAME}: the desktop app can't start ({exc}); running the headless demo",
                   file=sys.stderr)

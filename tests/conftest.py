@@ -5,3 +5,7 @@ pytest_plugins = [
     "tests.fixtures.keyring_fixtures",
     "tests.fixtures.world",
 ]
+
+# The app's entry points import guard_app.exchanges, which wires ccxt's exchange ids into
+# the config check; tests that load configs directly get the same check.
+import guard_app.exchanges  # noqa: E402,F401

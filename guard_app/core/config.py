@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import copy
 import difflib
-import functools
 import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -403,17 +402,22 @@ def _market(value: object, key: str) -> Market:
         raise ConfigError(key, f"unknown market {text!r}: use one of {allowed}") from None
 
 
-@functools.lru_cache(maxsize=1)
-def _ccxt_exchange_ids() -> frozenset[str]:
-    # Imported here, not at module level: importing ccxt takes about half a second.
-    import ccxt
+ExchangeCatalog = Callable[[], Collection[str]]
+_exchange_catalog: ExchangeCatalog | None = None
 
-    return frozenset(ccxt.exchanges)
+
+def use_exchange_catalog(catalog: ExchangeCatalog) -> None:
+    """Check exchange ids against ``catalog()`` (``guard_app.exchanges`` registers ccxt's
+    list when it is imported; the core itself never imports ccxt)."""
+    global _exchange_catalog
+    _exchange_catalog = catalog
 
 
 def _exchange_id(value: object, key: str) -> str:
     text = _string(value, key)
-    known = _ccxt_exchange_ids()
+    if _exchange_catalog is None:
+        return text  # no catalog wired in (a bare core): any id is accepted here
+    known = _exchange_catalog()
     if text not in known:
         close = difflib.get_close_matches(text.lower(), sorted(known), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""

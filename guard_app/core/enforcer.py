@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guard_app.core.broker import Broker
 from guard_app.core.config import AccountConfig, AppConfig
 from guard_app.core.errors import (
     BrokerError,
@@ -60,6 +59,7 @@ from guard_app.core.events import (
 )
 from guard_app.core.models import AccountSnapshot, Caps, CloseReason, OrderResult, PlannedClose
 from guard_app.core.policy import describe_plan, describe_user_plan, plan_closes
+from guard_app.core.ports import BrokerFactory, BrokerPort
 from guard_app.core.secrets import ApiKeys, SecretStore
 from guard_app.core.state import StateStore
 
@@ -70,15 +70,12 @@ FLAG_POLL_SECONDS = 0.2
 HEARTBEAT_SECONDS = 1.0
 STOP_GRACE_SECONDS = 3.0
 
-BrokerFactory = Callable[[AccountConfig, ApiKeys], Broker]
-
-
 @dataclass
 class AccountRuntime:
     """What the enforcer remembers about one account between cycles."""
 
     config: AccountConfig
-    broker: Broker | None = None
+    broker: BrokerPort | None = None
     keys_fingerprint: str | None = None
     parked_until: float = 0.0  # monotonic; needs-user parking
     park_reason: str = ""
@@ -132,7 +129,7 @@ class Enforcer:
         secrets: SecretStore | None = None,
         observer: Observer | None = None,
         *,
-        broker_factory: BrokerFactory | None = None,
+        broker_factory: BrokerFactory,
         source: str = "enforcer",
     ) -> None:
         self._config = config
@@ -140,7 +137,7 @@ class Enforcer:
         self._data_dir = data_dir
         self._secrets = secrets or SecretStore()
         self._observer = observer
-        self._broker_factory: BrokerFactory = broker_factory or (lambda a, k: Broker(a, k))
+        self._broker_factory: BrokerFactory = broker_factory
         self._source = source
         self._state: StateStore | None = None
         self._accounts: dict[str, AccountRuntime] = {}
@@ -576,7 +573,7 @@ class Enforcer:
 
     async def _broker_for(
         self, cycle_id: int, runtime: AccountRuntime, report: CycleReport
-    ) -> Broker | None:
+    ) -> BrokerPort | None:
         account = runtime.config
         keys = await asyncio.to_thread(self._secrets.get, account.id)  # may raise SecretStoreError
         if keys is None:

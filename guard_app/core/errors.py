@@ -104,5 +104,13 @@ class NeedsUserError(BrokerError):
     retry = "needs you: check the API key and its permissions"
 
 
+class PermissionDeniedError(NeedsUserError):
+    """The key was accepted but lacks a permission (reading, trading) for this action."""
+
+
+class SandboxUnavailableError(BrokerError):
+    """The account asks for a sandbox/testnet the exchange does not offer."""
+
+
 class OrderRejectedError(BrokerError):
     """The exchange refused a close order (insufficient funds, filters, reduce-only)."""

@@ -6,16 +6,15 @@ Builds the ``status --json`` document of DESIGN.md (a contract other tools rely 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from guard_app.core.broker import Broker
 from guard_app.core.config import AccountConfig, AppConfig
 from guard_app.core.errors import BrokerError, GuardError
 from guard_app.core.models import AccountSnapshot
 from guard_app.core.policy import over_cap
-from guard_app.core.secrets import ApiKeys, SecretStore
+from guard_app.core.ports import BrokerFactory
+from guard_app.core.secrets import SecretStore
 from guard_app.core.state import UnwindFlag
 
 
@@ -29,7 +28,7 @@ class AccountStatus:
 async def read_account(
     account: AccountConfig,
     secrets: SecretStore,
-    broker_factory: Callable[[AccountConfig, ApiKeys], Broker] = Broker,
+    broker_factory: BrokerFactory,
 ) -> AccountStatus:
     """One live read of one account; every failure becomes a one-line ``error``."""
     try:
@@ -49,9 +48,13 @@ async def read_account(
         await broker.aclose()
 
 
-async def read_all(config: AppConfig, secrets: SecretStore) -> list[AccountStatus]:
+async def read_all(
+    config: AppConfig, secrets: SecretStore, broker_factory: BrokerFactory
+) -> list[AccountStatus]:
     """Read every account concurrently, in config order."""
-    return list(await asyncio.gather(*(read_account(a, secrets) for a in config.accounts)))
+    return list(await asyncio.gather(
+        *(read_account(a, secrets, broker_factory) for a in config.accounts)
+    ))
 
 
 def status_document(

@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from guard_app.core.dashboard import AccountState, AccountView
 from guard_app.gui.charts import ExposureChart, PositionBarsChart
+from guard_app.gui.model.dashboard import AccountState, AccountView
 from guard_app.gui.theme import HEADING, SMALL, current_theme, scaled_font, state_colour
 
 __all__ = ["AccountPanel", "PositionsModel", "StatePill", "ago", "duration"]

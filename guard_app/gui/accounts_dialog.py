@@ -11,7 +11,6 @@ with the keys as typed, so the window never freezes and the test can be cancelle
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import re
@@ -45,12 +44,15 @@ from guard_app.core.errors import (
     BrokerError,
     ConfigError,
     NeedsUserError,
+    PermissionDeniedError,
     RateLimitedError,
+    SandboxUnavailableError,
     SecretStoreError,
     TemporaryBrokerError,
 )
 from guard_app.core.models import Market
 from guard_app.core.secrets import ApiKeys, SecretStore, UnreadableKeysError
+from guard_app.exchanges.catalog import exchange_ids, needs_passphrase, sandbox_offered
 from guard_app.gui.keyring_help import keyring_help, keyring_title
 
 log = logging.getLogger(__name__)
@@ -66,51 +68,12 @@ FIELDS = (
 STORED, MISSING, UNREADABLE, KEYRING_DOWN = "stored", "missing", "unreadable", "keyring"
 
 
-# ---- what ccxt says about an exchange (constructing one costs a few ms: cached) ----
-
-@functools.lru_cache(maxsize=1)
-def exchange_ids() -> tuple[str, ...]:
-    import ccxt
-
-    return tuple(sorted(ccxt.exchanges))
-
-
-@functools.lru_cache(maxsize=256)
-def _exchange_facts(exchange_id: str) -> tuple[bool, bool]:
-    """(needs a passphrase, offers a sandbox) for a ccxt exchange id."""
-    if exchange_id not in exchange_ids():
-        return False, True
-    import ccxt
-
-    try:
-        client = getattr(ccxt, exchange_id)()
-    except Exception:  # noqa: BLE001 - a broken exchange class must not break the dialog
-        return False, True
-    needs_password = bool(client.requiredCredentials.get("password"))
-    offers_sandbox = bool(client.urls.get("test"))
-    return needs_password, offers_sandbox
-
-
-def needs_passphrase(exchange_id: str) -> bool:
-    """Whether ccxt says this exchange needs a passphrase besides key and secret."""
-    return _exchange_facts(exchange_id)[0]
-
-
-def sandbox_offered(exchange_id: str) -> bool:
-    """Whether ccxt knows a sandbox/testnet URL for this exchange."""
-    return _exchange_facts(exchange_id)[1]
-
-
 def describe_test_failure(exc: BaseException) -> str:
     """One plain line for a failed connection test. Never contains key material."""
-    import ccxt
-
-    if isinstance(exc, ccxt.NotSupported):
+    if isinstance(exc, SandboxUnavailableError):
         return "sandbox not offered by this exchange: untick 'Sandbox / testnet'"
     if isinstance(exc, NeedsUserError):
-        # The broker keeps the ccxt exception as the context: PermissionDenied means the
-        # key itself was accepted.
-        if isinstance(exc.__context__, ccxt.PermissionDenied | ccxt.AccountSuspended):
+        if isinstance(exc, PermissionDeniedError):  # the key itself was accepted
             return (f"no permission: the key was accepted but may not read this account "
                     f"({exc.reason}); enable reading in the exchange's API settings")
         return f"wrong key or secret: the exchange refused them ({exc.reason})"
@@ -809,14 +772,14 @@ class AccountsDialog(QDialog):
     async def _run_test(
         self, account: AccountConfig, keys: ApiKeys | None, stored_id: str | None
     ) -> str:
-        from guard_app.core.broker import Broker
+        from guard_app.exchanges import make_broker
 
         if keys is None and stored_id is not None:
             keys = await asyncio.to_thread(self._secrets.get, stored_id)
             if keys is None:
                 return "no keys stored for this account: enter them first"
         assert keys is not None  # noqa: S101 - start_test checked
-        broker = Broker(account, keys)  # ccxt.NotSupported when there is no sandbox
+        broker = make_broker(account, keys)  # SandboxUnavailableError when there is none
         try:
             check = await broker.check_connection()
         finally:

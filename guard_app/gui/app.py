@@ -24,6 +24,7 @@ import qasync
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
 
+import guard_app.exchanges  # noqa: F401 - wires ccxt's exchange ids into the config check
 from guard_app.core.config import AppConfig, load_config
 from guard_app.core.errors import ConfigError, StateError
 from guard_app.core.events import CycleFinished
@@ -281,7 +282,7 @@ def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, Any]:
                 return "exit", EXIT_OK
     demo_world: Any = None
     if demo:
-        from guard_app.sim.demo import start_demo
+        from guard_app.demo import start_demo
 
         demo_world = start_demo(interval=10)
         config_path, data_dir, secrets = (

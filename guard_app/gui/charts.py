@@ -25,7 +25,7 @@ import pyqtgraph as pg
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QWidget
 
-from guard_app.core.dashboard import AccountState, AccountView
+from guard_app.gui.model.dashboard import AccountState, AccountView
 from guard_app.gui.theme import current_theme, state_colour
 
 __all__ = ["ExposureChart", "PositionBarsChart"]

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from guard_app.core.dashboard import SUMMARY, Dashboard
 from guard_app.core.events import CycleFinished, EnforcerEvent, FlagsChanged
+from guard_app.gui.model.dashboard import SUMMARY, Dashboard
 
 if TYPE_CHECKING:
     from guard_app.gui.enforcer_host import EnforcerHost

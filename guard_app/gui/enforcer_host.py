@@ -49,8 +49,9 @@ def _default_factory(
     config: AppConfig, data_dir: Path, secrets: SecretStore, observer: Observer
 ) -> Enforcer:
     from guard_app.core.enforcer import Enforcer
+    from guard_app.exchanges import make_broker
 
-    return Enforcer(config, data_dir, secrets, observer, source="app")
+    return Enforcer(config, data_dir, secrets, observer, broker_factory=make_broker, source="app")
 
 
 class _Worker(QThread):

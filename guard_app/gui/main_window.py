@@ -26,10 +26,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from guard_app.core.dashboard import SUMMARY, AccountState, Dashboard, UserView
 from guard_app.gui.account_panel import AccountPanel, ago, duration
 from guard_app.gui.activity import ActivityView
 from guard_app.gui.dashboard_model import DashboardModel
+from guard_app.gui.model.dashboard import SUMMARY, AccountState, Dashboard, UserView
 from guard_app.gui.theme import BIG_NUMBER, HEADING, scaled_font, state_colour
 from guard_app.gui.unwind_dialog import confirm_unwind
 

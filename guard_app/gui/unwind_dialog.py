@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from guard_app.core.dashboard import Dashboard
+from guard_app.gui.model.dashboard import Dashboard
 from guard_app.gui.theme import HEADING, scaled_font, state_colour
 
 __all__ = ["UnwindDialog", "confirm_unwind"]

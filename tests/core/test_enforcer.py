@@ -20,13 +20,15 @@ from guard_app.core.events import (
     UnwindProgress,
 )
 from guard_app.core.state import StateStore
+from guard_app.exchanges import make_broker
 from tests.fixtures.world import World, sim_account
 
 
 def run_cycle(world: World, config, events: list[EnforcerEvent] | None = None):
     async def go():
         enforcer = Enforcer(config, world.data_dir, world.secrets,
-                            events.append if events is not None else None)
+                            events.append if events is not None else None,
+                            broker_factory=make_broker)
         try:
             return await enforcer.run_cycle()
         finally:
@@ -247,7 +249,8 @@ def test_rate_limit_is_honoured_for_that_exchange(world: World) -> None:
     events: list[EnforcerEvent] = []
 
     async def go():
-        enforcer = Enforcer(config, world.data_dir, world.secrets, events.append)
+        enforcer = Enforcer(config, world.data_dir, world.secrets, events.append,
+                            broker_factory=make_broker)
         try:
             first = await enforcer.run_cycle()
             requests_after_first = sim.exchange.requests_served
@@ -277,7 +280,8 @@ def test_flag_set_by_another_process_wakes_a_running_enforcer(world: World) -> N
 
     from guard_app.core.config import load_config
 
-    enforcer = Enforcer(load_config(world.config_path), world.data_dir, world.secrets, observe)
+    enforcer = Enforcer(load_config(world.config_path), world.data_dir, world.secrets, observe,
+                        broker_factory=make_broker)
     thread = threading.Thread(target=lambda: asyncio.run(enforcer.run()), daemon=True)
     thread.start()
     try:
@@ -334,7 +338,8 @@ def test_loop_survives_an_observer_that_raises(world: World, tmp_path: Path) -> 
         raise RuntimeError("observer bug")
 
     async def go():
-        enforcer = Enforcer(config, world.data_dir, world.secrets, broken_observer)
+        enforcer = Enforcer(config, world.data_dir, world.secrets, broken_observer,
+                            broker_factory=make_broker)
         try:
             return await enforcer.run_cycle()
         finally:

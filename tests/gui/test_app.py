@@ -18,9 +18,9 @@ import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from guard_app.demo import DemoWorld, start_demo
 from guard_app.gui.app import AppParts, build_app, run_app
 from guard_app.gui.excepthook import ExceptionHook
-from guard_app.sim.demo import DemoWorld, start_demo
 
 pytestmark = [
     pytest.mark.gui,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from PySide6.QtWidgets import QWidget
 
-from guard_app.core.dashboard import Notice
 from guard_app.core.events import Heartbeat
 from guard_app.gui.dashboard_model import DashboardModel
+from guard_app.gui.model.dashboard import Notice
 from guard_app.gui.tray import Tray
 from tests.fixtures.world import World, sim_account
 from tests.gui.conftest import EventLog, MakeHost

@@ -11,9 +11,9 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QDialog  # noqa: E402
 
 from guard_app.core.config import parse_config  # noqa: E402
-from guard_app.core.dashboard import Dashboard  # noqa: E402
 from guard_app.core.events import AccountRead  # noqa: E402
 from guard_app.core.models import AccountSnapshot, Caps, Holding, Position, Side  # noqa: E402
+from guard_app.gui.model.dashboard import Dashboard  # noqa: E402
 from guard_app.gui.unwind_dialog import UnwindDialog  # noqa: E402
 
 pytestmark = [

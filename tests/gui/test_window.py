@@ -18,11 +18,11 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QPushButton  # noqa: E402
 
-from guard_app.core.dashboard import AccountState  # noqa: E402
 from guard_app.core.events import AccountError, AccountRead, CycleFinished  # noqa: E402
 from guard_app.core.secrets import ApiKeys  # noqa: E402
 from guard_app.gui.dashboard_model import DashboardModel  # noqa: E402
 from guard_app.gui.main_window import MainWindow  # noqa: E402
+from guard_app.gui.model.dashboard import AccountState  # noqa: E402
 from guard_app.gui.theme import state_colour  # noqa: E402
 from guard_app.gui.unwind_dialog import UnwindDialog  # noqa: E402
 from tests.fixtures.world import World, sim_account  # noqa: E402

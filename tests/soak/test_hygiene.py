@@ -15,6 +15,7 @@ import time
 import pytest
 
 from guard_app.core.enforcer import CycleReport, Enforcer
+from guard_app.exchanges import make_broker
 from tests.fixtures.world import World, sim_account
 
 THREE = {"USDT": 100, "BTC": 0.001, "ETH": 0.01, "SOL": 0.1}  # 60, 30, 15 USDT
@@ -27,7 +28,7 @@ def test_clock_skew_recovers_in_the_next_cycle(world: World, skew_ms: int) -> No
     sim.exchange.set_clock_skew(skew_ms)
 
     async def go() -> tuple[CycleReport, CycleReport]:
-        enforcer = Enforcer(config, world.data_dir, world.secrets)
+        enforcer = Enforcer(config, world.data_dir, world.secrets, broker_factory=make_broker)
         try:
             return await enforcer.run_cycle(), await enforcer.run_cycle()
         finally:
@@ -56,7 +57,7 @@ def test_retry_after_parks_only_that_exchange_and_sends_nothing_meanwhile(
     slow.exchange.inject_fault("/api/", status, retry_after=retry_after, count=1)
 
     async def go() -> tuple[list[tuple[float, int, int]], float, float]:
-        enforcer = Enforcer(config, world.data_dir, world.secrets)
+        enforcer = Enforcer(config, world.data_dir, world.secrets, broker_factory=make_broker)
         try:
             t0 = time.monotonic()
             first = await enforcer.run_cycle()

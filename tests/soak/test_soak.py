@@ -45,6 +45,7 @@ import pytest
 
 import guard_app.core.enforcer as enforcer_module
 from guard_app.core.enforcer import CycleReport, Enforcer
+from guard_app.exchanges import make_broker
 from guard_app.sim import SimServer, SimStrategy
 from tests.fixtures.world import World, sim_account
 
@@ -271,7 +272,7 @@ def test_fault_soak(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     started = time.monotonic()
 
     async def go() -> dict[str, Any]:
-        enforcer = Enforcer(config, world.data_dir, world.secrets)
+        enforcer = Enforcer(config, world.data_dir, world.secrets, broker_factory=make_broker)
         try:
             journal_id = 0
             unwind_windows = [(int(CYCLES * 0.3), int(CYCLES * 0.6)), (int(CYCLES * 0.8), CYCLES)]

@@ -139,12 +139,14 @@ def run_headless_demo(args: argparse.Namespace) -> int:
     import asyncio
 
     from guard_app.core.enforcer import Enforcer
+    from guard_app.exchanges import make_broker
 
     world = start_demo(interval=10.0)
     log.info("demo: simulated exchange at %s; a simulated strategy keeps opening positions",
              world.server.base_url)
     log.info("demo: config %s; press Ctrl-C to stop", world.config_path)
-    enforcer = Enforcer(world.config, world.data_dir, world.keys, source="demo")
+    enforcer = Enforcer(world.config, world.data_dir, world.keys, broker_factory=make_broker,
+                        source="demo")
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

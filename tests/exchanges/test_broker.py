@@ -8,10 +8,10 @@ import time
 import ccxt
 import pytest
 
-from guard_app.core.broker import Broker, deep_merge, exchange_reason, translate_error
 from guard_app.core.config import AccountConfig
 from guard_app.core.errors import (
     NeedsUserError,
+    PermissionDeniedError,
     OrderRejectedError,
     OrderUnknownError,
     RateLimitedError,
@@ -19,6 +19,7 @@ from guard_app.core.errors import (
 )
 from guard_app.core.models import CloseReason, Market, PlannedClose, Position, Side
 from guard_app.core.secrets import ApiKeys
+from guard_app.exchanges.broker import Broker, deep_merge, exchange_reason, translate_error
 from guard_app.sim import ccxt_overrides
 from tests.fixtures.world import World, keys_of, sim_account
 
@@ -27,7 +28,7 @@ BINANCE = 'binance {"code":%s,"msg":"%s"}'
 # ccxt class, its message, whether an order was in flight -> our type, retried next cycle?
 ERROR_TABLE = [
     (ccxt.AuthenticationError, BINANCE % (-2015, "Invalid API-key, IP, or permissions for action."), False, NeedsUserError, False),
-    (ccxt.PermissionDenied, "binance permission denied", False, NeedsUserError, False),
+    (ccxt.PermissionDenied, "binance permission denied", False, PermissionDeniedError, False),
     (ccxt.AccountSuspended, "binance account suspended", True, NeedsUserError, False),
     (ccxt.DDoSProtection, BINANCE % (-1003, "Too many requests"), False, RateLimitedError, True),
     (ccxt.RateLimitExceeded, BINANCE % (-1003, "Too many requests"), True, RateLimitedError, True),

@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 from guard_app.core.config import parse_config
-from guard_app.core.dashboard import (
-    FAILING_AFTER,
-    HISTORY_POINTS,
-    SUMMARY,
-    AccountState,
-    Dashboard,
-    state_rank,
-)
 from guard_app.core.events import (
     AccountError,
     AccountRead,
@@ -33,6 +25,14 @@ from guard_app.core.models import (
     Position,
 )
 from guard_app.core.state import Metrics, UnwindFlag
+from guard_app.gui.model.dashboard import (
+    FAILING_AFTER,
+    HISTORY_POINTS,
+    SUMMARY,
+    AccountState,
+    Dashboard,
+    state_rank,
+)
 
 CONFIG = parse_config(
     """

@@ -37,7 +37,9 @@ from guard_app.core.errors import (
     NeedsUserError,
     OrderRejectedError,
     OrderUnknownError,
+    PermissionDeniedError,
     RateLimitedError,
+    SandboxUnavailableError,
     TemporaryBrokerError,
 )
 from guard_app.core.models import (
@@ -134,7 +136,9 @@ def translate_error(
     kw: dict[str, Any] = {"code": code, "symbol": symbol}
     if isinstance(exc, BrokerError):
         return exc
-    if isinstance(exc, ccxt.AuthenticationError):  # includes PermissionDenied, AccountSuspended
+    if isinstance(exc, ccxt.PermissionDenied):
+        return PermissionDeniedError(account_id, f"API key lacks a permission: {reason}", **kw)
+    if isinstance(exc, ccxt.AuthenticationError):
         return NeedsUserError(account_id, f"API key refused: {reason}", **kw)
     if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
         # A 429/418 answer means the request was refused, so even an order is not in doubt.
@@ -208,7 +212,12 @@ class Broker:
         self._client: Any = factory(self._config)
         _tag_errors_with_their_response(self._client)
         if account.sandbox:
-            self._client.set_sandbox_mode(True)
+            try:
+                self._client.set_sandbox_mode(True)
+            except (ccxt.NotSupported, TypeError):  # some classes raise TypeError, not NotSupported
+                raise SandboxUnavailableError(
+                    account.id, f"{account.exchange} offers no sandbox/testnet: untick sandbox"
+                ) from None
         self._markets_loaded = False
         self._idle_since = time.monotonic()
         # (symbol, side) -> "LONG"/"SHORT" for positions held in hedge mode.
