@@ -30,6 +30,11 @@ class BrokerPort(Protocol):
         answer, the error that stopped it, or None when nothing sellable was left."""
         ...
 
+    async def cancel_all_orders(self) -> int:
+        """Kill switch: cancel every open order of the account, on every symbol, including
+        the conditional / algo orders an exchange keeps apart. Returns how many."""
+        ...
+
     async def aclose(self) -> None:
         """Release the HTTP session. Safe to call twice."""
         ...

@@ -523,6 +523,20 @@ class Broker:
         )
         return len(orders)
 
+    async def cancel_all_orders(self) -> int:
+        """Cancel every open order of the account, all symbols. Returns how many.
+
+        First version: one symbol-less open-orders read, then one cancel per order. The
+        exchange profiles replace this with each exchange's cheapest way (and add the
+        conditional / algo orders an exchange lists apart).
+        """
+        orders = await self._call(self._client.fetch_open_orders)
+        await asyncio.gather(
+            *(self._call(self._client.cancel_order, o["id"], o.get("symbol"), symbol=o.get("symbol"))
+              for o in orders)
+        )
+        return len(orders)
+
     async def lookup_order(self, symbol: str, client_order_id: str) -> OrderResult | None:
         """Find an order by its client id (after a lost answer). None when unknown."""
         try:
