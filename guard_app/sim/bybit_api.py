@@ -617,9 +617,18 @@ class BybitApi:
             "placeType": "", "createdTime": str(o.time), "updatedTime": str(o.update_time),
         }
 
+    def _order_row(self, acc: SimAccount, o: SimOrder) -> dict[str, Any]:
+        row = self._order_json(acc, o)
+        if o.market.is_spot:
+            # Spot rows have no contract fields; ccxt tells spot from linear (same id,
+            # e.g. ETHUSDT) by whether ``tpslMode`` is present.
+            for key in ("tpslMode", "positionIdx"):
+                row.pop(key, None)
+        return row
+
     def _realtime(self, req: ApiRequest, p: dict[str, Any], acc: SimAccount | None) -> dict[str, Any]:
         assert acc is not None  # noqa: S101 - private route
-        rows = [self._order_json(acc, o) for o in self._selected(acc, p, require_scope=True)]
+        rows = [self._order_row(acc, o) for o in self._selected(acc, p, require_scope=True)]
         rows.sort(key=lambda r: -int(r["orderId"]))
         return {"category": p.get("category"), "list": rows, "nextPageCursor": ""}
 
@@ -634,5 +643,5 @@ class BybitApi:
                 order = None
         elif p.get("orderLinkId"):
             order = self.ex.order_by_id(acc, client_order_id=str(p["orderLinkId"]))
-        rows = [self._order_json(acc, order)] if order is not None else []
+        rows = [self._order_row(acc, order)] if order is not None else []
         return {"category": p.get("category"), "list": rows, "nextPageCursor": ""}

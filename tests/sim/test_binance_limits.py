@@ -1,0 +1,102 @@
+"""Binance's published rate limits in the simulator: weights, order counts, headers, 429, 418, batchOrders, hedge."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import ccxt
+import pytest
+
+from guard_app.sim import load_scenario
+from tests.fixtures.sim_fixtures import exchanges_scenario_path, with_client
+
+
+def _server(sim_factory, **limits):
+    return sim_factory(dataclasses.replace(load_scenario(exchanges_scenario_path()), limits=limits))
+
+
+def test_exchange_info_announces_the_published_limits_and_headers_report_usage(sim_exchanges):
+    async def body(c):
+        await c.load_markets()
+        info = await c.fapiPublicGetExchangeInfo()
+        await c.create_order("ETH/USDT:USDT", "market", "buy", 0.1, None, {"reduceOnly": True})
+        return info["rateLimits"], dict(c.last_response_headers)
+
+    limits, headers = with_client(sim_exchanges, "binance-one", body)
+    announced = {(r["rateLimitType"], r["interval"], r["intervalNum"]): r["limit"] for r in limits}
+    assert announced == {("REQUEST_WEIGHT", "MINUTE", 1): 2400, ("ORDERS", "MINUTE", 1): 1200,
+                         ("ORDERS", "SECOND", 10): 300}
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert lower["x-mbx-order-count-10s"] == "1" and lower["x-mbx-order-count-1m"] == "1"
+    assert int(lower["x-mbx-used-weight-1m"]) > 0
+
+
+def test_order_count_429_with_retry_after_then_418_ban(sim_factory):
+    server = _server(sim_factory, **{"binance.futures_orders_10s": 2, "binance.ban_after_429s": 2})
+
+    async def body(c):
+        await c.load_markets()
+        results = []
+        for _ in range(6):
+            try:
+                await c.create_order("ETH/USDT:USDT", "limit", "buy", 0.01, 2000)
+                results.append(("ok", None))
+            except ccxt.BaseError as exc:
+                results.append((type(exc).__name__, dict(c.last_response_headers)))
+        return results
+
+    results = with_client(server, "binance-one", body)
+    kinds = [k for k, _ in results]
+    assert kinds[:2] == ["ok", "ok"]
+    assert "DDoSProtection" in kinds or "RateLimitExceeded" in kinds
+    stats = server.rate_limit_stats.snapshot()
+    assert stats["binance 429"] >= 1 and stats["binance 418"] >= 1  # kept going after the 429
+    refused_headers = [h for k, h in results if k != "ok"]
+    assert all(int({k.lower(): v for k, v in h.items()}["retry-after"]) >= 1 for h in refused_headers)
+
+
+def test_symbol_less_open_orders_cost_40_weight(sim_exchanges):
+    async def body(c):
+        def used():
+            return int({k.lower(): v for k, v in c.last_response_headers.items()}["x-mbx-used-weight-1m"])
+
+        await c.fetch_open_orders("ETH/USDT:USDT")
+        one = used()
+        await c.fetch_open_orders(None, None, None, {"type": "swap"})
+        return one, used()
+
+    one, after = with_client(sim_exchanges, "binance-one", body)
+    assert after - one == 40
+
+
+def test_weight_limit_429(sim_factory):
+    server = _server(sim_factory, **{"binance.futures_weight_1m": 3})
+
+    async def body(c):
+        return await asyncio.gather(*(c.fapiPublicGetTime() for _ in range(5)), return_exceptions=True)
+
+    results = with_client(server, "binance-one", body)
+    assert any(isinstance(r, ccxt.BaseError) for r in results)
+    assert server.rate_limit_stats.total() >= 1
+
+
+def test_batch_orders_per_order_errors_and_hedge_mode(sim_exchanges):
+    async def body(c):
+        await c.load_markets()
+        orders = await c.create_orders([
+            {"symbol": "ETH/USDT:USDT", "type": "market", "side": "buy", "amount": 0.1, "params": {"reduceOnly": True}},
+            {"symbol": "ETH/USDT:USDT", "type": "market", "side": "buy", "amount": 5, "params": {"reduceOnly": True}},
+        ])
+        left = await c.fetch_positions()
+        try:
+            await c.set_position_mode(True)
+        except ccxt.BaseError as exc:
+            return orders, left, str(exc), await c.fapiPrivateGetPositionSideDual()
+        return orders, left, None, None
+
+    orders, left, error, dual = with_client(sim_exchanges, "binance-one", body)
+    assert [o["status"] for o in orders].count("rejected") == 1  # 5 ETH can't reduce a 0.4 short
+    assert [p["contracts"] for p in left] == [pytest.approx(0.4)]
+    assert error is not None and "-4068" in error  # no mode change while a position is open
+    assert dual["dualSidePosition"] is False
