@@ -29,14 +29,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl
-
-import threading
-import time
 
 from guard_app.sim.exchange import ApiError, SimAccount, SimExchange, SimMarket, SimOrder, fmt
 from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats

@@ -45,7 +45,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
-from guard_app.sim.exchange import ApiError, OrderErrors, SimAccount, SimExchange, SimMarket, SimOrder, fmt
+from guard_app.sim.exchange import (
+    ApiError,
+    OrderErrors,
+    SimAccount,
+    SimExchange,
+    SimMarket,
+    SimOrder,
+    fmt,
+)
 from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats
 from guard_app.sim.limits import LimitBook, Window
 
@@ -238,7 +246,7 @@ class BybitApi:
 
     def _instruments(self, req: ApiRequest, p: dict[str, Any], a: SimAccount | None) -> dict[str, Any]:
         category = p.get("category")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for m in self._category_markets(category):
             if p.get("symbol") and bybit_id(m) != p["symbol"]:
                 continue
@@ -302,7 +310,7 @@ class BybitApi:
         assert acc is not None  # noqa: S101 - private route
         uid = str(zlib.crc32(acc.name.encode()))
         # The key's id and permissions; the "apiKey" field is the key itself, as Bybit answers.
-        return {"id": uid, "note": acc.name, "apiKey": acc.api_key, "readOnly": 0, "secret": "",
+        answer: dict[str, Any] = {"id": uid, "note": acc.name, "apiKey": acc.api_key, "readOnly": 0, "secret": "",
                 "permissions": {"ContractTrade": ["Order", "Position"], "Spot": ["SpotTrade"], "Wallet": [],
                                 "Options": [], "Derivatives": [], "CopyTrading": [], "BlockTrade": [],
                                 "Exchange": [], "NFT": [], "Affiliate": []},
@@ -310,6 +318,7 @@ class BybitApi:
                 "unified": 0, "uta": 1, "userID": int(uid), "inviterID": 0, "vipLevel": "No VIP", "mktMakerLevel": "0",
                 "affiliateID": 0, "rsaPublicKey": "", "isMaster": True, "parentUid": "0", "kycLevel": "LEVEL_1",
                 "kycRegion": ""}
+        return answer
 
     def _account_info(self, req: ApiRequest, p: dict[str, Any], acc: SimAccount | None) -> dict[str, Any]:
         # unifiedMarginStatus 5/6: a unified trading account (UTA 2.0).

@@ -192,7 +192,7 @@ class OrderRecord:
     order_id: int | None = None
     status: str | None = None
     filled: float | None = None
-    error_code: int | None = None
+    error_code: int | None = None  # the exchange's code (OKX's "51000" as 51000)
     error_msg: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,6 +232,11 @@ class SimAccount:
         if self.hedge and (self.protocol != "bybit" or market.spec.settle == "USDT"):
             return side
         return "net"
+
+
+def _int_code(err: ApiError) -> int | None:
+    code = str(err.code)
+    return int(code) if code.lstrip("-").isdigit() else None
 
 
 def _now_ms() -> int:
@@ -579,7 +584,7 @@ class SimExchange:
             order_id=order.order_id if order else None,
             status=order.status if order else None,
             filled=float(order.executed_qty) if order else None,
-            error_code=err.code if err else None,
+            error_code=_int_code(err) if err else None,
             error_msg=err.msg if err else None,
         )
 
@@ -721,7 +726,7 @@ class SimExchange:
             client_order_id=order.client_order_id if order else client_order_id, accepted=err is None,
             order_id=order.order_id if order else None, status=order.status if order else None,
             filled=float(order.executed_qty) if order else None,
-            error_code=(int(err.code) if str(err.code).lstrip("-").isdigit() else None) if err else None,
+            error_code=_int_code(err) if err else None,
             error_msg=err.msg if err else None,
         )
 
@@ -1009,7 +1014,7 @@ class SimExchange:
             return cancelled
 
     def list_open_orders(
-        self, acc: SimAccount, venue: str, symbol_id: str | None, conditional: bool | None = False,
+        self, acc: SimAccount, venue: str | None, symbol_id: str | None, conditional: bool | None = False,
     ) -> list[SimOrder]:
         """Open orders of ``acc`` on ``venue`` (spot | futures | None for both); resting ones only
         by default, ``conditional=True`` for conditional ones only, ``None`` for both."""

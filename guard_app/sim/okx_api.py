@@ -44,7 +44,15 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from guard_app.sim.exchange import ApiError, OrderErrors, SimAccount, SimExchange, SimMarket, SimOrder, fmt
+from guard_app.sim.exchange import (
+    ApiError,
+    OrderErrors,
+    SimAccount,
+    SimExchange,
+    SimMarket,
+    SimOrder,
+    fmt,
+)
 from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats
 from guard_app.sim.limits import LimitBook
 
@@ -352,7 +360,6 @@ class OkxApi:
             for inst in wanted:
                 self._market(inst)
         rows = []
-        now = str(self.ex.server_time_ms())
         for m, mgn_mode, leg, amt, entry in self.ex.position_legs(acc):
             if wanted and okx_id(m) not in wanted or p.get("instType") not in (None, "", "SWAP"):
                 continue
