@@ -473,13 +473,6 @@ class BybitApi:
                         "reduce_only": reduce_only, "link": link or None, "leg": leg,
                         "trigger": Decimal(str(trigger)) if trigger not in (None, "") else None}
 
-    def _margin_mode(self, acc: SimAccount, m: SimMarket) -> str:
-        """UTA margin mode is a per-symbol setting: the one its position has (cross if none)."""
-        for pm, mm, _leg, amt, _e in self.ex.position_legs(acc):
-            if pm is m and amt:
-                return mm
-        return "cross"
-
     def _submit(self, acc: SimAccount, category: Any, row: Any) -> SimOrder:
         market: SimMarket | None = None
         try:
@@ -489,7 +482,8 @@ class BybitApi:
                                    False, row.get("orderLinkId") if isinstance(row, dict) else None, err)
             raise
         return self.ex.place(acc, market, f["side"], f["otype"], f["qty"], f["price"], reduce_only=f["reduce_only"],
-                             client_order_id=f["link"], margin_mode=self._margin_mode(acc, market), leg=f["leg"],
+                             client_order_id=f["link"], margin_mode=self.ex.margin_mode_of(acc, market, f["leg"]),
+                             leg=f["leg"],
                              errors=BYBIT_ERRORS, trigger_price=f["trigger"],
                              time_in_force=str(row.get("timeInForce", "GTC")))
 

@@ -662,21 +662,22 @@ class SimExchange:
         if venue == "spot" and qty * price < spec.min_notional:
             raise ApiError(-1013, "Filter failure: NOTIONAL")
         if venue == "futures" and not reduce_only and leg == "net" and qty * price < spec.min_notional:
-            amt = acc.positions.get((market.id, self._margin_mode_of(acc, market), "net"), [ZERO])[0]
+            amt = acc.positions.get((market.id, self.margin_mode_of(acc, market), "net"), [ZERO])[0]
             if not amt or (amt > 0) == (side == "BUY"):
                 raise ApiError(-4164, f"Order's notional must be no smaller than {fmt(spec.min_notional)} (unless you choose reduce only).")
         return self._check_and_place(
             acc, market, side, otype, qty, price, reduce_only=reduce_only, client_order_id=coid,
-            margin_mode=self._margin_mode_of(acc, market), leg=leg, errors=BINANCE_ERRORS,
+            margin_mode=self.margin_mode_of(acc, market, leg), leg=leg, errors=BINANCE_ERRORS,
             time_in_force=p.get("timeInForce", "GTC"),
         )
 
-    def _margin_mode_of(self, acc: SimAccount, market: SimMarket) -> str:
-        """Binance keeps one margin type per symbol: the one its position has (cross if none)."""
-        for (mid, margin_mode, _leg), (amt, _e) in acc.positions.items():
-            if mid == market.id and amt:
-                return margin_mode
-        return "cross"
+    def margin_mode_of(self, acc: SimAccount, market: SimMarket, leg: str = "net") -> str:
+        """The margin mode an order on ``market`` uses where the order doesn't say (Binance,
+        Bybit: a per-symbol setting): that of the leg's position, else of any position on
+        the symbol, else cross."""
+        with self._lock:
+            modes = [(lg == leg, mm) for (mid, mm, lg), (amt, _e) in acc.positions.items() if mid == market.id and amt]
+            return max(modes)[1] if modes else "cross"
 
     def place(
         self, acc: SimAccount, market: SimMarket, side: str, otype: str, qty: Decimal, price: Decimal, *,

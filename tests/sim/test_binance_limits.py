@@ -100,3 +100,37 @@ def test_batch_orders_per_order_errors_and_hedge_mode(sim_exchanges):
     assert [p["contracts"] for p in left] == [pytest.approx(0.4)]
     assert error is not None and "-4068" in error  # no mode change while a position is open
     assert dual["dualSidePosition"] is False
+
+
+HEDGE = {
+    "markets": [{"symbol": "ETH/USDT:USDT", "type": "swap", "price": 3000, "step_size": 0.001, "tick_size": 0.01}],
+    "accounts": [{"name": "h", "api_key": "hk", "secret": "hs", "position_mode": "hedge", "futures_wallet": 10000,
+                  "positions": [{"symbol": "ETH/USDT:USDT", "side": "long", "contracts": 1},
+                                {"symbol": "ETH/USDT:USDT", "side": "short", "contracts": 0.5,
+                                 "margin_mode": "isolated"}]}],
+}
+
+
+def test_hedge_mode_legs_close_by_position_side(sim_factory):
+    server = sim_factory(HEDGE)
+
+    async def body(c):
+        await c.load_markets()
+        mode = await c.fetch_position_mode("ETH/USDT:USDT")
+        legs = await c.fetch_positions()
+        errors = []
+        for params in ({"positionSide": "SHORT", "reduceOnly": True}, {}):
+            try:
+                await c.create_order("ETH/USDT:USDT", "market", "buy", 0.5, None, params)
+            except ccxt.BaseError as exc:
+                errors.append(str(exc))
+        await c.create_order("ETH/USDT:USDT", "market", "buy", 0.5, None, {"positionSide": "SHORT"})
+        return mode, legs, errors, await c.fetch_positions()
+
+    mode, legs, errors, left = with_client(server, "h", body)
+    assert mode["hedged"] is True
+    assert sorted((p["side"], p["contracts"], p["hedged"], p["marginMode"]) for p in legs) == [
+        ("long", 1, True, "cross"), ("short", 0.5, True, "isolated")]
+    # reduceOnly is refused in hedge mode; an order without positionSide doesn't match the mode.
+    assert "-1106" in errors[0] and "-4061" in errors[1]
+    assert [(p["side"], p["contracts"]) for p in left] == [("long", 1)]

@@ -157,3 +157,27 @@ def test_place_order_rate_limit_per_instrument(sim_factory):
     assert refused and all(isinstance(r, ccxt.RateLimitExceeded) for r in refused)
     assert "50011" in str(refused[0]) and "Too Many Requests" in str(refused[0])
     assert server.rate_limit_stats.snapshot()["okx 429 50011"] == len(refused)
+
+
+def test_close_position_endpoint_and_position_mode_switch(sim_exchanges):
+    async def body(c):
+        await c.load_markets()
+        await c.close_position("ETH/USDT:USDT", None, {"marginMode": "isolated"})
+        await c.close_position("BTC/USDT:USDT", None, {"marginMode": "cross"})
+        await c.cancel_orders([o["id"] for o in await c.fetch_open_orders()], "BTC/USDT:USDT")
+        algo = await c.fetch_open_orders(None, None, None, {"trigger": True})
+        await c.cancel_orders([o["id"] for o in algo], "BTC/USDT:USDT", {"trigger": True})
+        await c.set_position_mode(True)
+        return await c.fetch_positions(), await c.fetch_position_mode()
+
+    positions, mode = with_client(sim_exchanges, "okx-net", body)
+    assert positions == [] and mode["hedged"] is True
+
+
+def test_position_mode_switch_refused_with_open_positions(sim_exchanges):
+    async def body(c):
+        await c.set_position_mode(True)
+
+    with pytest.raises(ccxt.ExchangeError) as info:
+        with_client(sim_exchanges, "okx-net", body)
+    assert "51070" in str(info.value)
