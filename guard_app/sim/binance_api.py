@@ -190,6 +190,13 @@ class BinanceApi:
                     return refused
             body = handler(req, params, account)
             status = 200
+            if venue == "spot" and account is not None and self.is_order_request(req.method, req.path) \
+                    and isinstance(body, dict) and body.get("status") == "FILLED":
+                # Spot "Unfilled Order Count": an order that fills at once is taken back off.
+                for name, seconds, label in (("binance.spot_orders_10s", 10.0, "10s"),
+                                             ("binance.spot_orders_1d", 86400.0, "1d")):
+                    window = self.limits.refund(name, seconds, venue, account.name)
+                    headers[f"x-mbx-order-count-{label}"] = str(int(window.used))
         except ApiError as err:
             if self.is_order_request(req.method, req.path) and account is None:
                 self.ex.record_rejection(None, venue, params, err)

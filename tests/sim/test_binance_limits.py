@@ -134,3 +134,20 @@ def test_hedge_mode_legs_close_by_position_side(sim_factory):
     # reduceOnly is refused in hedge mode; an order without positionSide doesn't match the mode.
     assert "-1106" in errors[0] and "-4061" in errors[1]
     assert [(p["side"], p["contracts"]) for p in left] == [("long", 1)]
+
+
+def test_spot_orders_that_fill_leave_the_unfilled_order_count(sim_factory):
+    server = _server(sim_factory, **{"binance.spot_orders_10s": 1})
+
+    async def body(c):
+        await c.load_markets()
+        for _ in range(3):  # each fills at once: the count of 1 is never spent
+            await c.create_order("BTC/USDT", "market", "sell", 0.001)
+        counts = {k.lower(): v for k, v in c.last_response_headers.items()}
+        await c.create_order("BTC/USDT", "limit", "buy", 0.001, 10000)  # rests: counted
+        with pytest.raises(ccxt.DDoSProtection):
+            await c.create_order("BTC/USDT", "limit", "buy", 0.001, 10000)
+        return counts
+
+    counts = with_client(server, "binance-one", body, market="spot")
+    assert counts["x-mbx-order-count-10s"] == "0"
