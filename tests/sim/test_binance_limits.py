@@ -151,3 +151,14 @@ def test_spot_orders_that_fill_leave_the_unfilled_order_count(sim_factory):
 
     counts = with_client(server, "binance-one", body, market="spot")
     assert counts["x-mbx-order-count-10s"] == "0"
+
+
+def test_lowered_limits_are_announced(sim_factory):
+    server = _server(sim_factory, **{"binance.futures_orders_10s": 7, "binance.spot_weight_1m": 600})
+
+    async def body(c):
+        return (await c.fapiPublicGetExchangeInfo())["rateLimits"], (await c.publicGetExchangeInfo())["rateLimits"]
+
+    futures, spot = with_client(server, "binance-one", body)
+    assert {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 7} in futures
+    assert {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 600} in spot

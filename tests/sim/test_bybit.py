@@ -146,3 +146,14 @@ def test_ip_limit_answers_403(sim_factory):
     refused = [r for r in results if isinstance(r, Exception)]
     assert refused
     assert server.rate_limit_stats.snapshot()["bybit 403"] >= len(refused)
+
+
+def test_cancel_batch_reports_each_order(sim_exchanges):
+    async def body(c):
+        resting = await c.fetch_open_orders(None, None, None, {"settleCoin": "USDT"})
+        return await c.cancel_orders([resting[0]["id"], "123"], "BTC/USDT:USDT"), \
+            await c.fetch_open_orders(None, None, None, {"settleCoin": "USDT"})
+
+    cancelled, left = with_client(sim_exchanges, "bybit-one", body)
+    assert left == []
+    assert len(cancelled) == 2

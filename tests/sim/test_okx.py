@@ -181,3 +181,20 @@ def test_position_mode_switch_refused_with_open_positions(sim_exchanges):
     with pytest.raises(ccxt.ExchangeError) as info:
         with_client(sim_exchanges, "okx-net", body)
     assert "51070" in str(info.value)
+
+
+def test_get_order_by_id_and_client_id(sim_exchanges):
+    async def body(c):
+        placed = await c.create_order("BTC/USDT", "limit", "buy", 0.001, 50000, {"clientOrderId": "rest1"})
+        by_id = await c.fetch_order(placed["id"], "BTC/USDT")
+        by_client = await c.fetch_order(None, "BTC/USDT", {"clOrdId": "rest1"})
+        try:
+            await c.fetch_order("999", "BTC/USDT")
+        except ccxt.OrderNotFound as exc:
+            return by_id, by_client, str(exc)
+        return by_id, by_client, None
+
+    by_id, by_client, missing = with_client(sim_exchanges, "okx-net", body)
+    assert by_id["status"] == "open" and by_id["clientOrderId"] == "rest1" and by_id["price"] == 50000
+    assert by_client["id"] == by_id["id"]
+    assert missing is not None and "51603" in missing
