@@ -152,6 +152,7 @@ class SimOrder:
     margin_mode: str = "cross"
     leg: str = "net"  # net | long | short
     trigger_price: Decimal | None = None  # set: a conditional (algo / stop) order, kept apart
+    trigger_type: str = ""  # the protocol's name for it, e.g. Binance STOP_MARKET
 
     @property
     def conditional(self) -> bool:
@@ -1002,14 +1003,18 @@ class SimExchange:
         order.status = "CANCELED"
         order.update_time = self.server_time_ms()
 
-    def cancel_all(self, acc: SimAccount, venue: str, symbol_id: str) -> list[SimOrder]:
+    def cancel_all(self, acc: SimAccount, venue: str, symbol_id: str, conditional: bool | None = None,
+                   ) -> list[SimOrder]:
+        """Cancel the open orders of ``acc`` on one market (``conditional`` as in
+        :meth:`list_open_orders`; None: every kind)."""
         with self._lock:
             table = self.spot_markets if venue == "spot" else self.swap_markets
             market = table.get(symbol_id)
             if market is None:
                 raise INVALID_SYMBOL
             cancelled = [o for o in self._orders.values()
-                         if o.is_open and o.account == acc.name and o.market is market]
+                         if o.is_open and o.account == acc.name and o.market is market
+                         and (conditional is None or o.conditional == conditional)]
             for order in cancelled:
                 self._cancel(acc, order)
             return cancelled

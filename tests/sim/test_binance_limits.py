@@ -162,3 +162,29 @@ def test_lowered_limits_are_announced(sim_factory):
     futures, spot = with_client(server, "binance-one", body)
     assert {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 7} in futures
     assert {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 600} in spot
+
+
+def test_usdm_conditional_orders_live_in_the_algo_service(sim_exchanges):
+    async def body(c):
+        await c.load_markets()
+        stop = await c.create_order("ETH/USDT:USDT", "market", "buy", 0.5, None,
+                                    {"triggerPrice": 3500, "reduceOnly": True})
+        tp = await c.create_order("ETH/USDT:USDT", "market", "buy", 0.5, None,
+                                  {"triggerPrice": 2500, "reduceOnly": True})
+        await c.create_order("ETH/USDT:USDT", "limit", "buy", 0.1, 2000)
+        regular = await c.fetch_open_orders("ETH/USDT:USDT")
+        algos = await c.fetch_open_orders("ETH/USDT:USDT", None, None, {"trigger": True})
+        await c.cancel_order(stop["id"], "ETH/USDT:USDT", {"trigger": True})
+        await c.cancel_all_orders("ETH/USDT:USDT")  # regular orders only
+        left = await c.fetch_open_orders("ETH/USDT:USDT", None, None, {"trigger": True})
+        await c.cancel_all_orders("ETH/USDT:USDT", {"trigger": True})
+        return (stop, tp, regular, algos, left, await c.fetch_open_orders("ETH/USDT:USDT", None, None,
+                                                                          {"trigger": True}))
+
+    stop, tp, regular, algos, left, after = with_client(sim_exchanges, "binance-one", body)
+    assert stop["triggerPrice"] == 3500 and stop["reduceOnly"] is True
+    assert [o["price"] for o in regular] == [2000]
+    assert sorted(o["triggerPrice"] for o in algos) == [2500, 3500]
+    assert [o["id"] for o in left] == [tp["id"]]
+    assert after == []
+    assert sim_exchanges.unknown_paths == []
