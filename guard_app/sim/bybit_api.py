@@ -25,11 +25,11 @@ kind of open order of a unified account unless ``orderFilter`` narrows it
 ``orderStatus`` ``Untriggered``.
 
 Rate limits ("Rate Limit Rules"): per IP 600 requests / 5 s, beyond which the IP gets
-HTTP 403 "access too frequent" for ``bybit.ip_ban_seconds``; per UID and endpoint
+HTTP 403 "access too frequent" for ``bybit.ip_ban_seconds`` (10 minutes); per UID and endpoint
 (order/create 10/s linear, 20/s spot; create-batch counts the orders; reads 50/s):
 ``retCode`` 10006 "Too many visits!". Private answers carry ``X-Bapi-Limit``,
-``X-Bapi-Limit-Status`` (remaining) and ``X-Bapi-Limit-Reset-Timestamp`` (ms); there is
-no ``Retry-After``.
+``X-Bapi-Limit-Status`` (remaining) and ``X-Bapi-Limit-Reset-Timestamp`` (ms: when the
+window reopens after a refusal, else the server time); there is no ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -187,17 +187,19 @@ class BybitApi:
             if req.path.endswith("create-batch") and isinstance(params.get("request"), list):
                 cost = max(1, len(params["request"]))  # a batch is charged per order
         allowed, window = self.limits.charge(limit, 1.0, acc.name, req.path, cost=cost)
-        self._limit_headers(window, headers)
+        self._limit_headers(window, headers, exceeded=not allowed)
         if not allowed:
             self.stats.note("bybit", "10006")
             return self._answer(ApiError(10006, "Too many visits!"), headers)
         return None
 
-    @staticmethod
-    def _limit_headers(window: Window, headers: dict[str, str]) -> None:
+    def _limit_headers(self, window: Window, headers: dict[str, str], exceeded: bool) -> None:
+        # "Rate Limit Rules": the reset timestamp is when the next window opens if the limit
+        # was exceeded, otherwise just the current server time (ms).
         headers["X-Bapi-Limit"] = str(int(window.limit))
         headers["X-Bapi-Limit-Status"] = str(max(0, int(window.limit - window.used)))
-        headers["X-Bapi-Limit-Reset-Timestamp"] = str(int(window.reset_at() * 1000))
+        reset = int(window.reset_at() * 1000) if exceeded else self.ex.server_time_ms()
+        headers["X-Bapi-Limit-Reset-Timestamp"] = str(reset)
 
     def _authenticate(self, req: ApiRequest) -> SimAccount:
         h = req.headers
