@@ -476,11 +476,17 @@ class BybitApi:
                         "trigger": Decimal(str(trigger)) if trigger not in (None, "") else None}
 
     def _submit(self, acc: SimAccount, category: Any, row: Any) -> SimOrder:
-        market: SimMarket | None = None
         try:
             market, f = self._validate(acc, category, row)
         except ApiError as err:
-            self.ex.record_refusal(acc.name, market, row.get("side") if isinstance(row, dict) else None, None,
+            # Refused before the matching engine: still goes into the order log.
+            known = None
+            if isinstance(row, dict):
+                try:
+                    known = self._market(category, row.get("symbol"))
+                except ApiError:
+                    known = None
+            self.ex.record_refusal(acc.name, known, row.get("side") if isinstance(row, dict) else None, None,
                                    False, row.get("orderLinkId") if isinstance(row, dict) else None, err)
             raise
         return self.ex.place(acc, market, f["side"], f["otype"], f["qty"], f["price"], reduce_only=f["reduce_only"],

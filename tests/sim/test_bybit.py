@@ -157,3 +157,12 @@ def test_cancel_batch_reports_each_order(sim_exchanges):
     cancelled, left = with_client(sim_exchanges, "bybit-one", body)
     assert left == []
     assert len(cancelled) == 2
+
+
+def test_ccxt_hedged_option_picks_the_leg_index(sim_exchanges):
+    async def body(c):
+        await c.create_order("BTC/USDT:USDT", "market", "sell", 0.01, None, {"reduceOnly": True, "hedged": True})
+        return await c.fetch_positions()
+
+    left = with_client(sim_exchanges, "bybit-hedge", body)
+    assert [(p["side"], p["contracts"]) for p in left] == [("short", 0.02)]  # the long leg (idx 1) closed

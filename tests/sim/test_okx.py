@@ -198,3 +198,34 @@ def test_get_order_by_id_and_client_id(sim_exchanges):
     assert by_id["status"] == "open" and by_id["clientOrderId"] == "rest1" and by_id["price"] == 50000
     assert by_client["id"] == by_id["id"]
     assert missing is not None and "51603" in missing
+
+
+def test_ccxt_hedged_option_closes_a_leg_and_spot_needs_cash(sim_exchanges):
+    async def body(c):
+        await c.load_markets()
+        await c.create_order("BTC/USDT:USDT", "market", "buy", 2, None, {"reduceOnly": True, "hedged": True})
+        left = await c.fetch_positions()
+        try:
+            await c.create_order("BTC/USDT", "market", "sell", 0.001, None, {"marginMode": "cross"})
+        except ccxt.BaseError as exc:
+            return left, str(exc)
+        return left, None
+
+    left, spot_error = with_client(sim_exchanges, "okx-hedge", body)
+    assert [(p["side"], p["contracts"]) for p in left] == [("long", 4)]  # the short leg was bought back
+    assert spot_error is not None and "Parameter tdMode error" in spot_error
+
+
+def test_every_refusal_is_in_the_order_log(sim_exchanges):
+    async def body(c):
+        for params in ({"clientOrderId": "bad-id"}, {"marginMode": "isolated"}):
+            try:
+                await c.create_order("ETH/USDT:USDT", "market", "buy", 3, None, {"reduceOnly": True, **params})
+            except ccxt.BaseError:
+                pass
+
+    sim_exchanges.exchange.clear_order_log()
+    with_client(sim_exchanges, "okx-net", body)
+    log = sim_exchanges.exchange.orders
+    assert [(r.accepted, r.error_code, r.symbol) for r in log] == [
+        (False, 51000, "ETH/USDT:USDT"), (True, None, "ETH/USDT:USDT")]
