@@ -413,13 +413,12 @@ class OkxApi:
         td_mode = row.get("tdMode")
         if market.is_spot:
             if td_mode != "cash":
-                # Spot in the trading account (acctLv 2) without margin: tdMode must be cash.
+                # Spot margin (tdMode cross/isolated on SPOT) is not simulated: only cash spot.
                 raise _param_error("tdMode")
         elif td_mode not in ("cross", "isolated"):
             raise _param_error("tdMode")
         pos_side = row.get("posSide")
         leg = "net"
-        # Spot margin (tdMode cross/isolated on SPOT) is not simulated: refused like a bad tdMode.
         if not market.is_spot:
             if acc.hedge:
                 if pos_side not in ("long", "short"):
