@@ -87,3 +87,46 @@ def test_strategy_thread_starts_and_stops(sim):
     strategy.stop()
     assert strategy.trades >= 2 and not strategy.running
     assert len(sim.exchange.balances("bob")) >= 7
+
+
+def test_three_exchange_scenario_banner_prints_each_override(capsys):
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_sim(parse(["--port", "0", "--scenario", "exchanges"]),
+                                                                   stop)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    out = ""
+    while time.monotonic() < deadline and "okx accounts" not in out:
+        out += capsys.readouterr().out
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    out += capsys.readouterr().out
+    assert result == [0]
+    assert "Simulated Binance, OKX, Bybit serving" in out
+    assert "okx-net (okx)" in out and "bybit-hedge (bybit)" in out
+    assert 'urls = { api = { rest = "http://127.0.0.1:' in out
+    assert 'private = "http://127.0.0.1:' in out
+
+
+def test_help_says_how_the_three_exchanges_are_served():
+    parser = argparse.ArgumentParser()
+    add_sim_arguments(parser)
+    text = parser.format_help()
+    assert "/api/v5/" in text and "/v5/" in text and "Bybit" in text
+
+
+def test_strategy_trades_okx_and_bybit_accounts_in_their_contracts():
+    from tests.fixtures.sim_fixtures import exchanges_scenario_path
+
+    server = SimServer(load_scenario(exchanges_scenario_path()))  # not started: the model alone
+    strategy = SimStrategy(server.exchange, accounts=["okx-hedge", "bybit-hedge"], venues=("swap",), seed=1)
+    before = {a: len(server.exchange.positions(a)) for a in ("okx-hedge", "bybit-hedge")}
+    for _ in range(3):
+        strategy.step()
+    after = {a: server.exchange.positions(a) for a in ("okx-hedge", "bybit-hedge")}
+    assert len(after["okx-hedge"]) > before["okx-hedge"] and len(after["bybit-hedge"]) > before["bybit-hedge"]
+    # OKX sizes are whole contracts of ctVal base units, never a fraction of the base amount.
+    assert all(p["contracts"] >= 1 for p in after["okx-hedge"])
+    assert {p["contract_size"] for p in after["okx-hedge"]} <= {0.01, 0.1}
