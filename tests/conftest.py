@@ -8,10 +8,9 @@ pytest_plugins = [
 
 # The app's entry points import guard_app.exchanges, which wires ccxt's exchange ids into
 # the config check; tests that load configs directly get the same check.
-import guard_app.exchanges  # noqa: E402,F401
-
-
 import pytest  # noqa: E402
+
+import guard_app.exchanges  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)

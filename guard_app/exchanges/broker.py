@@ -604,6 +604,8 @@ class Broker:
             if order is not None:
                 orders.append(order)
         size = self.profile.batch_size(self.account.market)
+        cap = self.profile.batch_cap(self.limiter, self.account.market) if self.limiter else None
+        size = max(1, min(size, cap)) if cap else size
         if size > 1 and len(orders) > 1 and self.profile.batch_ok(self._client):
             chunks = [orders[i : i + size] for i in range(0, len(orders), size)]
             answers = await asyncio.gather(*(self._send_batch(chunk) for chunk in chunks))

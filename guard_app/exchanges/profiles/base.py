@@ -167,6 +167,10 @@ class Profile:
     def batch_size(self, market: Market) -> int:
         return self.BATCH.get(market, 1)
 
+    def batch_cap(self, limiter: Any, market: Market) -> int | None:
+        """The most orders one batch may hold under the account's order quota, if any."""
+        return None
+
     def batch_ok(self, client: Any) -> bool:
         return bool(client.has.get("createOrders"))
 

@@ -64,7 +64,9 @@ class BybitProfile(Profile):
     client_id_chars = r"A-Za-z0-9_-"
     client_id_max = 36
     RATE_LIMITS = RATE_LIMITS
-    BATCH = {Market.SPOT: 10, Market.SWAP: 20, Market.FUTURE: 20}
+    # Linear batches may hold 20, but the per-UID budget of 10 orders a second counts
+    # each order of a batch: a batch of 20 could never pass, so 10.
+    BATCH = {Market.SPOT: 10, Market.SWAP: 10, Market.FUTURE: 10}
     # The signed string Bybit echoes holds the API key (scrub.ECHOES drops it on every
     # exchange); "sign!" answers may also quote the expected signature.
     ECHOES = ((re.compile(r"(expected|sign)\s*[:=]\s*[0-9a-fA-F]{16,}"), r"\1 [...]"),)
@@ -74,6 +76,11 @@ class BybitProfile(Profile):
         # the signed coin list).
         types = ["spot"] if market is Market.SPOT else ["linear"]
         return {"defaultType": market.value, "fetchMarkets": {"types": types}, "fetchCurrencies": False}
+
+    def batch_cap(self, limiter: Any, market: Market) -> int | None:
+        """A batch counts each order against the per-second order quota: never more."""
+        lim = limiter.limits.get("order_spot_1s" if market is Market.SPOT else "order_linear_1s")
+        return int(lim.limit) if lim is not None else None
 
     def _uid_charge(self, method: str, path: str, params: Mapping[str, Any], market: Market) -> Charge | None:
         if path.startswith(_PUBLIC) or not path.startswith("/v5/"):
@@ -102,11 +109,11 @@ class BybitProfile(Profile):
         limit, remaining = header(headers, "x-bapi-limit"), header(headers, "x-bapi-limit-status")
         if uid is not None and limit is not None and remaining is not None:
             try:
+                known = limiter.limits.get(uid.limit_id)
+                if known is not None and float(limit) != known.limit:
+                    # The account's real quota (VIP levels raise it): believe the exchange.
+                    limiter.set_limits([RateLimit(known.id, float(limit), known.seconds, known.scope)])
                 limiter.observe(uid.limit_id, float(limit) - float(remaining), key=uid.key)
-                if float(remaining) <= 0:
-                    wait = self._reset_in(headers)
-                    if wait:
-                        limiter.block(wait, [uid.limit_id], key=uid.key)
             except ValueError:
                 pass
         if status == 403:
