@@ -22,6 +22,11 @@ an automated IP ban (HTTP status 418)").
 
 USDⓈ-M hedge mode (``GET/POST /fapi/v1/positionSide/dual``) and ``batchOrders``
 (≤ 5 orders; the answer is a list with each order's JSON or its ``{"code","msg"}``).
+
+USDⓈ-M conditional orders live in Binance's Algo Service, apart from the others (as
+ccxt ≥ 4.5 uses it): ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET
+/fapi/v1/openAlgoOrders``, ``DELETE /fapi/v1/algoOpenOrders``; ``openOrders`` and
+``allOpenOrders`` don't see them. Spot stop orders stay ordinary orders.
 """
 
 from __future__ import annotations
@@ -29,16 +34,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl
 
-import threading
-import time
-
-from guard_app.sim.exchange import ApiError, SimAccount, SimExchange, SimMarket, SimOrder, fmt
+from guard_app.sim.exchange import (
+    BINANCE_ERRORS,
+    ApiError,
+    SimAccount,
+    SimExchange,
+    SimMarket,
+    SimOrder,
+    dec,
+    fmt,
+)
 from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats
 from guard_app.sim.limits import LimitBook
 
@@ -79,8 +91,10 @@ FUTURES_WEIGHTS: dict[tuple[str, str], tuple[int, int]] = {
     ("GET", "/fapi/v1/premiumIndex"): (1, 10), ("GET", "/fapi/v2/account"): (5, 5), ("GET", "/fapi/v3/account"): (5, 5),
     ("GET", "/fapi/v2/balance"): (5, 5), ("GET", "/fapi/v3/balance"): (5, 5), ("GET", "/fapi/v2/positionRisk"): (5, 5),
     ("GET", "/fapi/v3/positionRisk"): (5, 5), ("GET", "/fapi/v1/positionSide/dual"): (30, 30),
-    ("GET", "/fapi/v1/exchangeInfo"): (1, 1),
+    ("GET", "/fapi/v1/exchangeInfo"): (1, 1), ("POST", "/fapi/v1/algoOrder"): (1, 1),
+    ("GET", "/fapi/v1/openAlgoOrders"): (1, 40), ("DELETE", "/fapi/v1/algoOpenOrders"): (1, 1),
 }
+ALGO_TYPES = {"STOP_MARKET": "MARKET", "TAKE_PROFIT_MARKET": "MARKET", "STOP": "LIMIT", "TAKE_PROFIT": "LIMIT"}
 MAX_FUTURES_BATCH = 5  # "Place Multiple Orders": max 5 orders
 
 
@@ -146,6 +160,11 @@ class BinanceApi:
         r("POST", "/fapi/v1/positionSide/dual", self._set_dual, signed=True)
         r("POST", "/fapi/v1/batchOrders", self._batch_orders, signed=True)
         r("DELETE", "/fapi/v1/batchOrders", self._cancel_batch, signed=True)
+        r("POST", "/fapi/v1/algoOrder", self._new_algo, signed=True)
+        r("GET", "/fapi/v1/algoOrder", self._get_algo, signed=True)
+        r("DELETE", "/fapi/v1/algoOrder", self._cancel_algo, signed=True)
+        r("GET", "/fapi/v1/openAlgoOrders", self._open_algos, signed=True)
+        r("DELETE", "/fapi/v1/algoOpenOrders", self._cancel_algos, signed=True)
         r("GET", "/fapi/v1/multiAssetsMargin", lambda q, p, a: {"multiAssetsMargin": False}, signed=True)
         r("POST", "/fapi/v1/leverage", self._set_leverage, signed=True)
         r("POST", "/fapi/v1/order", lambda q, p, a: self._new_order("futures", p, a), signed=True)
@@ -172,7 +191,8 @@ class BinanceApi:
         return (method, path) in self.routes
 
     def is_order_request(self, method: str, path: str) -> bool:
-        return method == "POST" and path in ("/api/v3/order", "/fapi/v1/order", "/fapi/v1/batchOrders")
+        return method == "POST" and path in ("/api/v3/order", "/fapi/v1/order", "/fapi/v1/batchOrders",
+                                             "/fapi/v1/algoOrder")
 
     def handle(self, req: ApiRequest) -> ApiResponse:
         """Answer one request (the caller has already checked that the route exists)."""
@@ -192,6 +212,13 @@ class BinanceApi:
                     return refused
             body = handler(req, params, account)
             status = 200
+            if venue == "spot" and account is not None and self.is_order_request(req.method, req.path) \
+                    and isinstance(body, dict) and body.get("status") == "FILLED":
+                # Spot "Unfilled Order Count": an order that fills at once is taken back off.
+                for name, seconds, label in (("binance.spot_orders_10s", 10.0, "10s"),
+                                             ("binance.spot_orders_1d", 86400.0, "1d")):
+                    window = self.limits.refund(name, seconds, venue, account.name)
+                    headers[f"x-mbx-order-count-{label}"] = str(int(window.used))
         except ApiError as err:
             if self.is_order_request(req.method, req.path) and account is None:
                 self.ex.record_rejection(None, venue, params, err)
@@ -730,6 +757,89 @@ class BinanceApi:
                 out.append({"code": err.code, "msg": err.msg})
         return out
 
+    # --- USDⓈ-M Algo Service (conditional orders) ----------------------------------------
+
+    def _algo_json(self, o: SimOrder) -> dict[str, Any]:
+        status = "NEW" if o.is_open else ("CANCELED" if o.status == "CANCELED" else "FINISHED")
+        return {
+            "algoId": o.order_id, "clientAlgoId": o.client_order_id, "algoType": "CONDITIONAL",
+            "orderType": o.trigger_type or ("STOP_MARKET" if o.type == "MARKET" else "STOP"), "symbol": o.market.id,
+            "side": o.side, "positionSide": o.leg.upper() if o.leg != "net" else "BOTH",
+            "timeInForce": o.time_in_force, "quantity": fmt(o.orig_qty), "algoStatus": status,
+            "triggerPrice": fmt(o.trigger_price), "price": fmt(o.price), "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": "CONTRACT_PRICE", "priceMatch": "NONE",
+            "closePosition": False, "priceProtect": False, "reduceOnly": o.reduce_only, "createTime": o.time,
+            "updateTime": o.update_time, "triggerTime": 0, "goodTillDate": 0,
+        }
+
+    def _new_algo(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        """"New Algo Order" (algoType CONDITIONAL): rests until cancelled; never triggers here."""
+        assert acc is not None  # noqa: S101 - signed route
+        if p.get("algoType") != "CONDITIONAL":
+            raise ApiError(-1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed.")
+        kind = p.get("type", "").upper()
+        if kind not in ALGO_TYPES:
+            raise ApiError(-1116, "Invalid orderType.")
+        market = self.ex.swap_markets.get(p.get("symbol", ""))
+        if market is None:
+            raise ApiError(-1121, "Invalid symbol.")
+        side = p.get("side", "").upper()
+        if side not in ("BUY", "SELL"):
+            raise ApiError(-1117, "Invalid side.")
+        if "triggerPrice" not in p:
+            raise ApiError(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
+        trigger = _dec(p["triggerPrice"], "triggerPrice")
+        qty = _dec(p.get("quantity", ""), "quantity")
+        price = _dec(p["price"], "price") if ALGO_TYPES[kind] == "LIMIT" and "price" in p else market.price
+        position_side = p.get("positionSide", "BOTH").upper()
+        if acc.hedge != (position_side in ("LONG", "SHORT")):
+            raise ApiError(-4061, "Order's position side does not match user's setting.")
+        leg = position_side.lower() if acc.hedge else "net"
+        order = self.ex.place(acc, market, side, ALGO_TYPES[kind], qty, price,
+                              reduce_only=p.get("reduceOnly", "false").lower() == "true",
+                              client_order_id=p.get("clientAlgoId"), margin_mode=self.ex.margin_mode_of(acc, market, leg),
+                              leg=leg, errors=BINANCE_ERRORS, trigger_price=trigger,
+                              time_in_force=p.get("timeInForce", "GTC"))
+        order.trigger_type = kind
+        return self._algo_json(order)
+
+    def _algo(self, acc: SimAccount, p: dict[str, str]) -> SimOrder:
+        order = None
+        if p.get("algoId"):
+            try:
+                order = self.ex.order_by_id(acc, order_id=int(p["algoId"]))
+            except ValueError:
+                raise ApiError(-1100, "Illegal characters found in parameter 'algoId'.") from None
+        elif p.get("clientAlgoId"):
+            order = self.ex.order_by_id(acc, client_order_id=p["clientAlgoId"])
+        else:
+            raise ApiError(-1102, "Param 'algoId' or 'clientAlgoId' must be sent, but both were empty/null!")
+        if order is None or not order.conditional or order.market.is_spot:
+            raise ApiError(-2013, "Order does not exist.")
+        return order
+
+    def _get_algo(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        assert acc is not None  # noqa: S101 - signed route
+        return self._algo_json(self._algo(acc, p))
+
+    def _cancel_algo(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        assert acc is not None  # noqa: S101 - signed route
+        order = self._algo(acc, p)
+        if not self.ex.cancel(acc, order):
+            raise ApiError(-2011, "Unknown order sent.")
+        return {"algoId": order.order_id, "clientAlgoId": order.client_order_id, "code": "200", "msg": "success"}
+
+    def _open_algos(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> list[dict[str, Any]]:
+        assert acc is not None  # noqa: S101 - signed route
+        return [self._algo_json(o) for o in self.ex.list_open_orders(acc, "futures", p.get("symbol"), conditional=True)]
+
+    def _cancel_algos(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        assert acc is not None  # noqa: S101 - signed route
+        if not p.get("symbol"):
+            raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        self.ex.cancel_all(acc, "futures", p["symbol"], conditional=True)
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
     def _get_order(self, venue: str, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
         assert acc is not None  # noqa: S101 - signed route
         return self._order_json(self.ex.find_order(acc, venue, p), venue, query=True)
@@ -747,7 +857,7 @@ class BinanceApi:
         assert acc is not None  # noqa: S101 - signed route
         if not p.get("symbol"):
             raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-        cancelled = self.ex.cancel_all(acc, venue, p["symbol"])
+        cancelled = self.ex.cancel_all(acc, venue, p["symbol"], conditional=None if venue == "spot" else False)
         if venue == "futures":
             return {"code": 200, "msg": "The operation of cancel all open order is done."}
         if not cancelled:
@@ -762,9 +872,15 @@ class BinanceApi:
 
     def _open_orders(self, venue: str, p: dict[str, str], acc: SimAccount | None) -> list[dict[str, Any]]:
         assert acc is not None  # noqa: S101 - signed route
-        # Binance lists stop / take-profit orders with the resting ones.
-        orders = self.ex.list_open_orders(acc, venue, p.get("symbol"), conditional=None)
+        # Spot lists stop orders with the resting ones; USDⓈ-M keeps them in the Algo Service.
+        orders = self.ex.list_open_orders(acc, venue, p.get("symbol"), conditional=None if venue == "spot" else False)
         return [self._order_json(o, venue, query=True) for o in orders]
+
+
+def _dec(value: str, name: str) -> Decimal:
+    if value == "":
+        raise ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return dec(value, name)
 
 
 def _strip_signature(text: str) -> str:

@@ -25,11 +25,11 @@ kind of open order of a unified account unless ``orderFilter`` narrows it
 ``orderStatus`` ``Untriggered``.
 
 Rate limits ("Rate Limit Rules"): per IP 600 requests / 5 s, beyond which the IP gets
-HTTP 403 "access too frequent" for ``bybit.ip_ban_seconds``; per UID and endpoint
+HTTP 403 "access too frequent" for ``bybit.ip_ban_seconds`` (10 minutes); per UID and endpoint
 (order/create 10/s linear, 20/s spot; create-batch counts the orders; reads 50/s):
 ``retCode`` 10006 "Too many visits!". Private answers carry ``X-Bapi-Limit``,
-``X-Bapi-Limit-Status`` (remaining) and ``X-Bapi-Limit-Reset-Timestamp`` (ms); there is
-no ``Retry-After``.
+``X-Bapi-Limit-Status`` (remaining) and ``X-Bapi-Limit-Reset-Timestamp`` (ms: when the
+window reopens after a refusal, else the server time); there is no ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
-from guard_app.sim.exchange import ApiError, OrderErrors, SimAccount, SimExchange, SimMarket, SimOrder, fmt
+from guard_app.sim.exchange import (
+    ApiError,
+    OrderErrors,
+    SimAccount,
+    SimExchange,
+    SimMarket,
+    SimOrder,
+    fmt,
+)
 from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats
 from guard_app.sim.limits import LimitBook, Window
 
@@ -179,17 +187,19 @@ class BybitApi:
             if req.path.endswith("create-batch") and isinstance(params.get("request"), list):
                 cost = max(1, len(params["request"]))  # a batch is charged per order
         allowed, window = self.limits.charge(limit, 1.0, acc.name, req.path, cost=cost)
-        self._limit_headers(window, headers)
+        self._limit_headers(window, headers, exceeded=not allowed)
         if not allowed:
             self.stats.note("bybit", "10006")
             return self._answer(ApiError(10006, "Too many visits!"), headers)
         return None
 
-    @staticmethod
-    def _limit_headers(window: Window, headers: dict[str, str]) -> None:
+    def _limit_headers(self, window: Window, headers: dict[str, str], exceeded: bool) -> None:
+        # "Rate Limit Rules": the reset timestamp is when the next window opens if the limit
+        # was exceeded, otherwise just the current server time (ms).
         headers["X-Bapi-Limit"] = str(int(window.limit))
         headers["X-Bapi-Limit-Status"] = str(max(0, int(window.limit - window.used)))
-        headers["X-Bapi-Limit-Reset-Timestamp"] = str(int(window.reset_at() * 1000))
+        reset = int(window.reset_at() * 1000) if exceeded else self.ex.server_time_ms()
+        headers["X-Bapi-Limit-Reset-Timestamp"] = str(reset)
 
     def _authenticate(self, req: ApiRequest) -> SimAccount:
         h = req.headers
@@ -238,7 +248,7 @@ class BybitApi:
 
     def _instruments(self, req: ApiRequest, p: dict[str, Any], a: SimAccount | None) -> dict[str, Any]:
         category = p.get("category")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for m in self._category_markets(category):
             if p.get("symbol") and bybit_id(m) != p["symbol"]:
                 continue
@@ -302,7 +312,7 @@ class BybitApi:
         assert acc is not None  # noqa: S101 - private route
         uid = str(zlib.crc32(acc.name.encode()))
         # The key's id and permissions; the "apiKey" field is the key itself, as Bybit answers.
-        return {"id": uid, "note": acc.name, "apiKey": acc.api_key, "readOnly": 0, "secret": "",
+        answer: dict[str, Any] = {"id": uid, "note": acc.name, "apiKey": acc.api_key, "readOnly": 0, "secret": "",
                 "permissions": {"ContractTrade": ["Order", "Position"], "Spot": ["SpotTrade"], "Wallet": [],
                                 "Options": [], "Derivatives": [], "CopyTrading": [], "BlockTrade": [],
                                 "Exchange": [], "NFT": [], "Affiliate": []},
@@ -310,6 +320,7 @@ class BybitApi:
                 "unified": 0, "uta": 1, "userID": int(uid), "inviterID": 0, "vipLevel": "No VIP", "mktMakerLevel": "0",
                 "affiliateID": 0, "rsaPublicKey": "", "isMaster": True, "parentUid": "0", "kycLevel": "LEVEL_1",
                 "kycRegion": ""}
+        return answer
 
     def _account_info(self, req: ApiRequest, p: dict[str, Any], acc: SimAccount | None) -> dict[str, Any]:
         # unifiedMarginStatus 5/6: a unified trading account (UTA 2.0).
@@ -464,23 +475,23 @@ class BybitApi:
                         "reduce_only": reduce_only, "link": link or None, "leg": leg,
                         "trigger": Decimal(str(trigger)) if trigger not in (None, "") else None}
 
-    def _margin_mode(self, acc: SimAccount, m: SimMarket) -> str:
-        """UTA margin mode is a per-symbol setting: the one its position has (cross if none)."""
-        for pm, mm, _leg, amt, _e in self.ex.position_legs(acc):
-            if pm is m and amt:
-                return mm
-        return "cross"
-
     def _submit(self, acc: SimAccount, category: Any, row: Any) -> SimOrder:
-        market: SimMarket | None = None
         try:
             market, f = self._validate(acc, category, row)
         except ApiError as err:
-            self.ex.record_refusal(acc.name, market, row.get("side") if isinstance(row, dict) else None, None,
+            # Refused before the matching engine: still goes into the order log.
+            known = None
+            if isinstance(row, dict):
+                try:
+                    known = self._market(category, row.get("symbol"))
+                except ApiError:
+                    known = None
+            self.ex.record_refusal(acc.name, known, row.get("side") if isinstance(row, dict) else None, None,
                                    False, row.get("orderLinkId") if isinstance(row, dict) else None, err)
             raise
         return self.ex.place(acc, market, f["side"], f["otype"], f["qty"], f["price"], reduce_only=f["reduce_only"],
-                             client_order_id=f["link"], margin_mode=self._margin_mode(acc, market), leg=f["leg"],
+                             client_order_id=f["link"], margin_mode=self.ex.margin_mode_of(acc, market, f["leg"]),
+                             leg=f["leg"],
                              errors=BYBIT_ERRORS, trigger_price=f["trigger"],
                              time_in_force=str(row.get("timeInForce", "GTC")))
 
@@ -617,9 +628,18 @@ class BybitApi:
             "placeType": "", "createdTime": str(o.time), "updatedTime": str(o.update_time),
         }
 
+    def _order_row(self, acc: SimAccount, o: SimOrder) -> dict[str, Any]:
+        row = self._order_json(acc, o)
+        if o.market.is_spot:
+            # Spot rows have no contract fields; ccxt tells spot from linear (same id,
+            # e.g. ETHUSDT) by whether ``tpslMode`` is present.
+            for key in ("tpslMode", "positionIdx"):
+                row.pop(key, None)
+        return row
+
     def _realtime(self, req: ApiRequest, p: dict[str, Any], acc: SimAccount | None) -> dict[str, Any]:
         assert acc is not None  # noqa: S101 - private route
-        rows = [self._order_json(acc, o) for o in self._selected(acc, p, require_scope=True)]
+        rows = [self._order_row(acc, o) for o in self._selected(acc, p, require_scope=True)]
         rows.sort(key=lambda r: -int(r["orderId"]))
         return {"category": p.get("category"), "list": rows, "nextPageCursor": ""}
 
@@ -634,5 +654,5 @@ class BybitApi:
                 order = None
         elif p.get("orderLinkId"):
             order = self.ex.order_by_id(acc, client_order_id=str(p["orderLinkId"]))
-        rows = [self._order_json(acc, order)] if order is not None else []
+        rows = [self._order_row(acc, order)] if order is not None else []
         return {"category": p.get("category"), "list": rows, "nextPageCursor": ""}

@@ -22,7 +22,8 @@ POST     /_sim/latency            ``{"seconds"}`` latency added to every API ans
 POST     /_sim/clock              ``{"skew_ms"}`` server clock minus real clock
 POST     /_sim/partial_fill       ``{"fraction"}`` share of a market order that fills
 GET      /_sim/limits             rate-limit answers sent so far, e.g. ``{"binance 429": 2,
-                                  "binance 418": 1, "okx 429 50011": 3, "bybit 10006": 1}``
+                                  "binance 418": 1, "okx 429 50011": 3, "bybit 10006": 1,
+                                  "bybit 403": 1, "fault 429": 1}`` (injected faults too)
 DELETE   /_sim/limits             reset those counts
 GET      /_sim/faults             the active faults
 POST     /_sim/faults             ``{"path_prefix", "kind"?, "status"?, "retry_after"?,

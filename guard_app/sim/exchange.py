@@ -152,6 +152,7 @@ class SimOrder:
     margin_mode: str = "cross"
     leg: str = "net"  # net | long | short
     trigger_price: Decimal | None = None  # set: a conditional (algo / stop) order, kept apart
+    trigger_type: str = ""  # the protocol's name for it, e.g. Binance STOP_MARKET
 
     @property
     def conditional(self) -> bool:
@@ -192,7 +193,7 @@ class OrderRecord:
     order_id: int | None = None
     status: str | None = None
     filled: float | None = None
-    error_code: int | None = None
+    error_code: int | None = None  # the exchange's code (OKX's "51000" as 51000)
     error_msg: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,6 +233,11 @@ class SimAccount:
         if self.hedge and (self.protocol != "bybit" or market.spec.settle == "USDT"):
             return side
         return "net"
+
+
+def _int_code(err: ApiError) -> int | None:
+    code = str(err.code)
+    return int(code) if code.lstrip("-").isdigit() else None
 
 
 def _now_ms() -> int:
@@ -579,7 +585,7 @@ class SimExchange:
             order_id=order.order_id if order else None,
             status=order.status if order else None,
             filled=float(order.executed_qty) if order else None,
-            error_code=err.code if err else None,
+            error_code=_int_code(err) if err else None,
             error_msg=err.msg if err else None,
         )
 
@@ -657,21 +663,22 @@ class SimExchange:
         if venue == "spot" and qty * price < spec.min_notional:
             raise ApiError(-1013, "Filter failure: NOTIONAL")
         if venue == "futures" and not reduce_only and leg == "net" and qty * price < spec.min_notional:
-            amt = acc.positions.get((market.id, self._margin_mode_of(acc, market), "net"), [ZERO])[0]
+            amt = acc.positions.get((market.id, self.margin_mode_of(acc, market), "net"), [ZERO])[0]
             if not amt or (amt > 0) == (side == "BUY"):
                 raise ApiError(-4164, f"Order's notional must be no smaller than {fmt(spec.min_notional)} (unless you choose reduce only).")
         return self._check_and_place(
             acc, market, side, otype, qty, price, reduce_only=reduce_only, client_order_id=coid,
-            margin_mode=self._margin_mode_of(acc, market), leg=leg, errors=BINANCE_ERRORS,
+            margin_mode=self.margin_mode_of(acc, market, leg), leg=leg, errors=BINANCE_ERRORS,
             time_in_force=p.get("timeInForce", "GTC"),
         )
 
-    def _margin_mode_of(self, acc: SimAccount, market: SimMarket) -> str:
-        """Binance keeps one margin type per symbol: the one its position has (cross if none)."""
-        for (mid, margin_mode, _leg), (amt, _e) in acc.positions.items():
-            if mid == market.id and amt:
-                return margin_mode
-        return "cross"
+    def margin_mode_of(self, acc: SimAccount, market: SimMarket, leg: str = "net") -> str:
+        """The margin mode an order on ``market`` uses where the order doesn't say (Binance,
+        Bybit: a per-symbol setting): that of the leg's position, else of any position on
+        the symbol, else cross."""
+        with self._lock:
+            modes = [(lg == leg, mm) for (mid, mm, lg), (amt, _e) in acc.positions.items() if mid == market.id and amt]
+            return max(modes)[1] if modes else "cross"
 
     def place(
         self, acc: SimAccount, market: SimMarket, side: str, otype: str, qty: Decimal, price: Decimal, *,
@@ -721,7 +728,7 @@ class SimExchange:
             client_order_id=order.client_order_id if order else client_order_id, accepted=err is None,
             order_id=order.order_id if order else None, status=order.status if order else None,
             filled=float(order.executed_qty) if order else None,
-            error_code=(int(err.code) if str(err.code).lstrip("-").isdigit() else None) if err else None,
+            error_code=_int_code(err) if err else None,
             error_msg=err.msg if err else None,
         )
 
@@ -996,20 +1003,24 @@ class SimExchange:
         order.status = "CANCELED"
         order.update_time = self.server_time_ms()
 
-    def cancel_all(self, acc: SimAccount, venue: str, symbol_id: str) -> list[SimOrder]:
+    def cancel_all(self, acc: SimAccount, venue: str, symbol_id: str, conditional: bool | None = None,
+                   ) -> list[SimOrder]:
+        """Cancel the open orders of ``acc`` on one market (``conditional`` as in
+        :meth:`list_open_orders`; None: every kind)."""
         with self._lock:
             table = self.spot_markets if venue == "spot" else self.swap_markets
             market = table.get(symbol_id)
             if market is None:
                 raise INVALID_SYMBOL
             cancelled = [o for o in self._orders.values()
-                         if o.is_open and o.account == acc.name and o.market is market]
+                         if o.is_open and o.account == acc.name and o.market is market
+                         and (conditional is None or o.conditional == conditional)]
             for order in cancelled:
                 self._cancel(acc, order)
             return cancelled
 
     def list_open_orders(
-        self, acc: SimAccount, venue: str, symbol_id: str | None, conditional: bool | None = False,
+        self, acc: SimAccount, venue: str | None, symbol_id: str | None, conditional: bool | None = False,
     ) -> list[SimOrder]:
         """Open orders of ``acc`` on ``venue`` (spot | futures | None for both); resting ones only
         by default, ``conditional=True`` for conditional ones only, ``None`` for both."""

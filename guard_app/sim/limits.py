@@ -122,3 +122,14 @@ class LimitBook:
                 return False, w
             w.used += cost
             return True, w
+
+    def refund(self, name: str, seconds: float, *key: str, cost: float = 1) -> Window:
+        """Take ``cost`` back off the current window (Binance spot: a filled order leaves
+        the unfilled-order count)."""
+        with self._lock:
+            w = self._windows.get((name, *key))
+            if w is None:
+                w = self._windows[(name, *key)] = Window(self.limits[name], seconds)
+            w.roll(time.time())
+            w.used = max(0.0, w.used - cost)
+            return w

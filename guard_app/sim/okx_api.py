@@ -44,7 +44,15 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from guard_app.sim.exchange import ApiError, OrderErrors, SimAccount, SimExchange, SimMarket, SimOrder, fmt
+from guard_app.sim.exchange import (
+    ApiError,
+    OrderErrors,
+    SimAccount,
+    SimExchange,
+    SimMarket,
+    SimOrder,
+    fmt,
+)
 from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats
 from guard_app.sim.limits import LimitBook
 
@@ -215,6 +223,12 @@ class OkxApi:
                 return m
         raise ApiError("51001", "Instrument ID does not exist")
 
+    def _known_market(self, row: Any) -> SimMarket | None:
+        try:
+            return self._market(row.get("instId")) if isinstance(row, dict) else None
+        except ApiError:
+            return None
+
     def _instruments(self, req: ApiRequest, p: dict[str, Any], a: SimAccount | None) -> list[dict[str, Any]]:
         inst_type = p.get("instType")
         if inst_type not in ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
@@ -352,7 +366,6 @@ class OkxApi:
             for inst in wanted:
                 self._market(inst)
         rows = []
-        now = str(self.ex.server_time_ms())
         for m, mgn_mode, leg, amt, entry in self.ex.position_legs(acc):
             if wanted and okx_id(m) not in wanted or p.get("instType") not in (None, "", "SWAP"):
                 continue
@@ -447,18 +460,20 @@ class OkxApi:
         now = str(self.ex.server_time_ms())
         clordid = row.get("clOrdId", "") if isinstance(row, dict) else ""
         tag = row.get("tag", "") if isinstance(row, dict) else ""
-        market = None
         try:
             market, f = self._validate(acc, row)
+        except ApiError as err:
+            # Refused before the matching engine: still goes into the order log.
+            self.ex.record_refusal(acc.name, self._known_market(row), row.get("side") if isinstance(row, dict) else None, None,
+                                   False, clordid or None, err)
+            return {"clOrdId": clordid, "ordId": "", "sCode": str(err.code), "sMsg": err.msg, "tag": tag, "ts": now}
+        try:
             order = self.ex.place(
                 acc, market, f["side"], f["otype"], f["qty"], f["price"], reduce_only=f["reduce_only"],
                 client_order_id=f["coid"], margin_mode=f["margin_mode"] if f["margin_mode"] != "cash" else "cross",
                 leg=f["leg"], errors=OKX_ERRORS,
             )
-        except ApiError as err:
-            if market is None or str(err.code) == "51000":
-                self.ex.record_refusal(acc.name, market, row.get("side") if isinstance(row, dict) else None, None,
-                                       False, clordid or None, err)
+        except ApiError as err:  # the engine refused it (and logged it)
             return {"clOrdId": clordid, "ordId": "", "sCode": str(err.code), "sMsg": err.msg, "tag": tag, "ts": now}
         return {"clOrdId": clordid, "ordId": str(order.order_id), "sCode": "0", "sMsg": "Order placed",
                 "tag": tag, "ts": now}

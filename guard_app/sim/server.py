@@ -134,6 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "status":
             log.info("sim: injected fault: HTTP %s for %s %s", fault.status, req.method, req.path)
+            if fault.status in (418, 429):
+                sim.rate_limit_stats.note("fault", str(fault.status))  # benchmarks count every 429/418
             headers = {"Content-Type": "application/json" if fault.status < 500 else "text/html"}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
