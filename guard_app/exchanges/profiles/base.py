@@ -213,6 +213,8 @@ class Profile:
         by_symbol: dict[str, list[OpenOrder]] = {}
         for order in orders:
             by_symbol.setdefault(order.symbol, []).append(order)
+        if not by_symbol:
+            return
         if client.has.get("cancelAllOrders"):
             params = self.open_orders_params(broker.market)
             await asyncio.gather(

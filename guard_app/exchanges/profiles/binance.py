@@ -15,17 +15,25 @@ Sources (cited where used):
   and ``reduceOnly`` "cannot be sent in Hedge Mode".
 * ``newClientOrderId``: "A unique id among open orders ... ^[\\.A-Z\\:/a-z0-9_-]{1,36}$".
 * Place Multiple Orders (``batchOrders``): max 5 orders.
+* USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT ...) live in the Algo Service:
+  "Current All Algo Open Orders" ``GET /fapi/v1/openAlgoOrders`` and "Cancel All Algo Open
+  Orders" ``DELETE /fapi/v1/algoOpenOrders`` (symbol mandatory); ``openOrders`` and
+  ``allOpenOrders`` don't see them. Spot stop orders are ordinary open orders.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guard_app.core.models import Market
-from guard_app.exchanges.profiles.base import Profile, header
+from guard_app.exchanges.profiles.base import OpenOrder, Profile, header
 from guard_app.exchanges.ratelimit import Charge, RateLimit
+
+if TYPE_CHECKING:
+    from guard_app.exchanges.broker import Broker
 
 # (method, path) -> (weight with a symbol, without).
 SPOT_WEIGHTS: dict[tuple[str, str], tuple[float, float]] = {
@@ -45,6 +53,8 @@ FAPI_WEIGHTS: dict[tuple[str, str], tuple[float, float]] = {
     ("GET", "/fapi/v3/balance"): (5, 5), ("GET", "/fapi/v2/positionRisk"): (5, 5),
     ("GET", "/fapi/v3/positionRisk"): (5, 5), ("GET", "/fapi/v1/positionSide/dual"): (30, 30),
     ("GET", "/fapi/v1/exchangeInfo"): (1, 1), ("GET", "/fapi/v1/leverageBracket"): (1, 1),
+    ("POST", "/fapi/v1/algoOrder"): (1, 1), ("GET", "/fapi/v1/openAlgoOrders"): (1, 40),
+    ("DELETE", "/fapi/v1/algoOpenOrders"): (1, 1), ("DELETE", "/fapi/v1/algoOrder"): (1, 1),
 }
 ORDER_PATHS = {"/api/v3/order": "spot", "/fapi/v1/order": "fapi", "/fapi/v1/batchOrders": "fapi"}
 
@@ -178,3 +188,27 @@ class BinanceProfile(Profile):
         # One symbol-less read weighs 80 (spot) / 40 (USDⓈ-M); a per-symbol read 6 / 1.
         per, whole = (6, 80) if market is Market.SPOT else (1, 40)
         return len(symbols) * per >= whole
+
+    async def list_open_orders(
+        self, broker: Broker, symbols: Sequence[str] | None, *, conditional: bool = False
+    ) -> list[OpenOrder]:
+        """openOrders, plus the USDⓈ-M Algo Service's open conditional orders."""
+        orders = await super().list_open_orders(broker, symbols, conditional=conditional)
+        if conditional and broker.market is not Market.SPOT:
+            client = broker.client
+            answer = await broker.call(client.fapiPrivateGetOpenAlgoOrders, {})
+            rows = answer.get("orders", answer) if isinstance(answer, dict) else answer
+            wanted = set(symbols) if symbols is not None else None
+            for row in rows or []:
+                symbol = client.safe_symbol(str(row.get("symbol")), None, None, "swap")
+                if wanted is None or symbol in wanted:
+                    orders.append(OpenOrder(symbol, str(row.get("algoId")), True, str(row.get("symbol"))))
+        return orders
+
+    async def cancel_orders(self, broker: Broker, orders: Sequence[OpenOrder]) -> None:
+        """allOpenOrders per symbol for ordinary orders, algoOpenOrders per symbol for the rest."""
+        algo_symbols = sorted({o.market_id for o in orders if o.conditional})
+        await asyncio.gather(
+            super().cancel_orders(broker, [o for o in orders if not o.conditional]),
+            *(broker.call(broker.client.fapiPrivateDeleteAlgoOpenOrders, {"symbol": m}) for m in algo_symbols),
+        )
