@@ -198,6 +198,8 @@ class ConnectionCheck:
     markets: int
     positions: int
     dust: int
+    problems: tuple[str, ...] = ()  # what guard-app cannot do on this exchange (plain words)
+    profile: str = "generic"  # "binance", "okx", "bybit" (tested end to end) or "generic"
 
 
 @dataclass(slots=True)
@@ -241,11 +243,13 @@ class Broker:
                 ) from None
         # The profile's limiter replaces ccxt's throttle (DESIGN rule 15), unless the
         # user's [accounts.ccxt] table asked for ccxt's own ("enableRateLimit = true").
+        self.requests_sent = 0  # HTTP requests this broker made (benchmarks, tests)
         self.limiter: RateLimiter | None = None
         if self.profile.owns_rate_limit and not self._config.get("enableRateLimit"):
             self.limiter = RateLimiter(self.profile.id, self.profile.rate_limits(account.market))
         self._instrument(self._client)
         self._markets_loaded = False
+        self._primed = False
         self._idle_since = time.monotonic()
         self._last_request = 0.0
         # (symbol, side) -> order params that close exactly that position.
@@ -286,6 +290,7 @@ class Broker:
 
         async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
             self._last_request = time.monotonic()
+            self.requests_sent += 1
             if self.limiter is not None:
                 charges = profile.charges(method, urlsplit(url).path, request_params(url, body), market)
                 if charges:
@@ -419,7 +424,10 @@ class Broker:
         cheap public request when nothing went out for ``idle`` seconds), so the first
         close after a quiet hour is as fast as the tenth."""
         await self.load_markets()
-        if time.monotonic() - self._last_request >= idle and self._client.has.get("fetchTime"):
+        if not self._primed:
+            await self.profile.prime(self)
+            self._primed = True
+        elif time.monotonic() - self._last_request >= idle and self._client.has.get("fetchTime"):
             await self.call(self._client.fetch_time)
 
     async def aclose(self) -> None:
@@ -566,9 +574,13 @@ class Broker:
 
     async def check_connection(self) -> ConnectionCheck:
         """Load markets and read the account once: proves the keys work."""
+        from guard_app.exchanges.catalog import describe_capabilities
+
         await self.load_markets()
         snap = await self.snapshot()
-        return ConnectionCheck(len(self._client.markets or {}), snap.position_count, len(snap.dust))
+        caps = describe_capabilities(self.account.exchange, self.account.market.value)
+        return ConnectionCheck(len(self._client.markets or {}), snap.position_count, len(snap.dust),
+                               caps.problems, self.profile.id)
 
     # -- closing ------------------------------------------------------------------
 

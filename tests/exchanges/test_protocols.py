@@ -224,3 +224,54 @@ def test_a_bad_signature_never_repeats_a_credential(exchange, start) -> None:
         if value:
             assert value not in text
             assert value[:12] not in text
+
+
+# Requests a kill costs on a hedge-mode swap account with 10 positions and one resting
+# order, after warm(): (cancel_all_orders, close_many).
+KILL_REQUESTS = {
+    # openOrders(type swap) + openAlgoOrders + allOpenOrders(ETH); two batchOrders of 5
+    "binance": (3, 2),
+    # orders-pending + 3 algo lists + one cancel-batch-orders; one batch-orders of 10
+    "okx": (5, 1),
+    # cancel-all per settle coin (USDT, USDC), no read; one create-batch of 10
+    "bybit": (2, 1),
+}
+
+
+def test_a_kill_costs_a_handful_of_requests_whatever_the_number_of_positions(exchange, start) -> None:
+    size = {"BTC/USDT:USDT": 0.01, "ETH/USDT:USDT": 0.2, "SOL/USDT:USDT": 2, "XRP/USDT:USDT": 1000,
+            "DOGE/USDT:USDT": 10000}
+    server = start(scenario("n", exchange, hedge=True, positions=[
+        {"symbol": s, "side": side, "contracts": c} for s, c in size.items() for side in ("long", "short")
+    ], orders=[{"symbol": "ETH/USDT:USDT", "side": "buy", "amount": contract_size(exchange, "ETH/USDT:USDT"),
+                "price": 2000}]))
+
+    async def go(broker):
+        await broker.warm()
+        snap = await broker.snapshot()
+        before = broker.requests_sent
+        cancelled = await broker.cancel_all_orders()
+        middle = broker.requests_sent
+        results = await broker.close_many(_unwind(broker, snap.positions))
+        return cancelled, middle - before, broker.requests_sent - middle, results
+
+    cancelled, cancel_requests, close_requests, results = run(go, make_broker(server, "n", exchange, Market.SWAP))
+    assert cancelled == 1 and len(results) == 10
+    assert all(not isinstance(r, BrokerError) for r in results), results
+    assert (cancel_requests, close_requests) == KILL_REQUESTS[exchange]
+    assert server.exchange.positions("n") == [] and server.exchange.open_orders("n") == []
+
+
+def test_warm_keeps_markets_loaded_and_a_connection_open(exchange, start) -> None:
+    server = start(scenario("w", exchange))
+
+    async def go(broker):
+        await broker.warm()
+        first = broker.requests_sent
+        await broker.warm(idle=0.0)  # "a quiet hour later": one cheap request, no market reload
+        after = broker.requests_sent
+        return first, after, await broker.check_connection()
+
+    first, after, check = run(go, make_broker(server, "w", exchange, Market.SWAP))
+    assert first > 0 and after - first == 1
+    assert check.profile == exchange and check.problems == () and check.markets > 0

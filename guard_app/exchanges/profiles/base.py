@@ -132,6 +132,10 @@ class Profile:
         except ValueError:
             return None
 
+    async def prime(self, broker: Broker) -> None:
+        """Once, before the first kill: whatever ccxt would otherwise look up in the
+        middle of the first close (Bybit: the account type)."""
+
     # -- errors ------------------------------------------------------------------------
 
     def error_detail(self, body: Any) -> tuple[str, str] | None:

@@ -82,6 +82,11 @@ class BybitProfile(Profile):
         lim = limiter.limits.get("order_spot_1s" if market is Market.SPOT else "order_linear_1s")
         return int(lim.limit) if lim is not None else None
 
+    async def prime(self, broker: Broker) -> None:
+        # ccxt asks whether the account is unified (two requests) before its first order;
+        # ask now, so the first kill doesn't wait for it.
+        await broker.call(broker.client.is_unified_enabled)
+
     def _uid_charge(self, method: str, path: str, params: Mapping[str, Any], market: Market) -> Charge | None:
         if path.startswith(_PUBLIC) or not path.startswith("/v5/"):
             return None
