@@ -246,7 +246,8 @@ class Broker:
         self.requests_sent = 0  # HTTP requests this broker made (benchmarks, tests)
         self.limiter: RateLimiter | None = None
         if self.profile.owns_rate_limit and not self._config.get("enableRateLimit"):
-            self.limiter = RateLimiter(self.profile.id, self.profile.rate_limits(account.market))
+            self.limiter = RateLimiter(self.profile.ip_key(_api_url(self._client)),
+                                       self.profile.rate_limits(account.market))
         self._instrument(self._client)
         self._markets_loaded = False
         self._primed = False
@@ -290,11 +291,11 @@ class Broker:
 
         async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
             self._last_request = time.monotonic()
-            self.requests_sent += 1
             if self.limiter is not None:
                 charges = profile.charges(method, urlsplit(url).path, request_params(url, body), market)
                 if charges:
                     await self.limiter.acquire(charges)
+            self.requests_sent += 1
             return await original_fetch(url, method, headers, body)
 
         def handle_errors(*args: Any, **kwargs: Any) -> Any:
@@ -765,6 +766,18 @@ class Broker:
             filled=float(filled) if filled is not None and not math.isnan(float(filled)) else 0.0,
             status=status,
         )
+
+
+def _api_url(client: Any) -> str:
+    """One of the client's API URLs: which host (real, testnet, a local server) it talks to."""
+    api = (client.urls or {}).get("api")
+    while isinstance(api, Mapping) and api:
+        api = next(iter(api.values()))
+    url = str(api or "")
+    try:
+        return str(client.implode_hostname(url))  # OKX and Bybit template the host name
+    except Exception:  # noqa: BLE001 - a class without host templating
+        return url
 
 
 def _with_symbol(exc: BrokerError, symbol: str) -> BrokerError:

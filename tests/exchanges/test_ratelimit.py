@@ -128,3 +128,33 @@ def test_accounts_on_one_host_share_the_ip_weight_and_read_the_usage_header(sim_
     assert used_by_p > 0
     assert used_seen_by_q >= 2 * used_by_p - 1e-9  # one budget for both accounts
     assert used_seen_by_p == used_seen_by_q
+
+
+def test_a_429_that_still_arrives_is_honoured_and_nothing_else_is_sent_to_that_ip_meanwhile(sim_factory) -> None:
+    from guard_app.core.errors import RateLimitedError
+
+    doc = scenario("p", "binance", spot={"USDT": 100, "BTC": 0.01})
+    doc["accounts"].append({**scenario("q", "binance", spot={"USDT": 100, "ETH": 0.1})["accounts"][0]})
+    server = sim_factory(parse_scenario(doc, "t"))
+
+    async def go(p, q):
+        await p.load_markets()
+        await q.load_markets()
+        server.exchange.inject_fault("/api/v3/account", 429, retry_after=120, count=1)
+        errors = []
+        sent = []
+        for broker in (p, q):  # q shares the IP with p: it must not knock either
+            before = broker.requests_sent
+            try:
+                await broker.snapshot()
+            except RateLimitedError as exc:
+                errors.append(exc)
+            sent.append(broker.requests_sent - before)
+        return errors, sent
+
+    errors, sent = run(
+        go, make_broker(server, "p", "binance", Market.SPOT), make_broker(server, "q", "binance", Market.SPOT))
+    assert len(errors) == 2
+    assert errors[0].retry_after == 120.0  # Binance's Retry-After
+    assert 100 < (errors[1].retry_after or 0) <= 120  # q: the rest of the same back-off
+    assert sent == [1, 0]  # p's account read got the 429; q sent nothing at all
