@@ -275,3 +275,34 @@ def test_warm_keeps_markets_loaded_and_a_connection_open(exchange, start) -> Non
     first, after, check = run(go, make_broker(server, "w", exchange, Market.SWAP))
     assert first > 0 and after - first == 1
     assert check.profile == exchange and check.problems == () and check.markets > 0
+
+
+def test_the_generic_profile_closes_hedge_legs_and_isolated_positions_on_ccxts_unified_fields(
+    exchange, start
+) -> None:
+    """What any other ccxt exchange gets: no exchange-specific parameter, only ccxt's
+    unified ``hedged``, ``side``, ``marginMode`` and ``reduceOnly`` (and its throttle)."""
+    from guard_app.core.secrets import ApiKeys
+    from guard_app.exchanges.broker import Broker
+    from guard_app.exchanges.profiles import Profile
+
+    server = start(scenario("g", exchange, hedge=True, positions=[
+        {"symbol": "BTC/USDT:USDT", "side": "long", "contracts": 0.02},
+        {"symbol": "BTC/USDT:USDT", "side": "short", "contracts": 0.01, "margin_mode": "isolated"},
+    ], orders=[{"symbol": "BTC/USDT:USDT", "side": "buy", "amount": contract_size(exchange, "BTC/USDT:USDT"),
+                "price": 50000}]))
+    profiled = make_broker(server, "g", exchange, Market.SWAP)
+    creds = credentials("g", exchange)
+    generic = Broker(profiled.account, ApiKeys(creds["api_key"], creds["secret"], creds.get("passphrase")),
+                     profile=Profile())
+
+    async def go(profiled, broker):
+        snap = await broker.snapshot()
+        results = await broker.close_many(_unwind(broker, snap.positions))
+        return broker.limiter, snap, results, await broker.snapshot()
+
+    limiter, before, results, after = run(go, profiled, generic)
+    assert limiter is None  # ccxt's own throttle on an exchange we know no limits of
+    assert len(before.positions) == 2
+    assert all(not isinstance(r, BrokerError) for r in results), results
+    assert after.positions == () and server.exchange.open_orders("g") == []

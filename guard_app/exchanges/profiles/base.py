@@ -67,6 +67,15 @@ def request_params(url: str, body: Any) -> dict[str, Any]:
     return params
 
 
+def _symbol_required(client: Any, market: Market) -> bool:
+    """Whether ccxt says this exchange lists open orders only per symbol."""
+    features = (client.features or {}).get(market.value) or {}
+    if market is not Market.SPOT and isinstance(features, Mapping):
+        features = features.get("linear") or {}
+    listing = features.get("fetchOpenOrders") if isinstance(features, Mapping) else None
+    return bool(isinstance(listing, Mapping) and listing.get("symbolRequired"))
+
+
 class Profile:
     """What guard-app needs to know about one exchange. This class is the generic one."""
 
@@ -101,8 +110,12 @@ class Profile:
     # -- ccxt construction -------------------------------------------------------------
 
     def ccxt_options(self, market: Market) -> dict[str, Any]:
-        """ccxt ``options`` that make this account's ``load_markets`` cheap and its calls right."""
-        return {"defaultType": market.value}
+        """ccxt ``options`` that make this account's ``load_markets`` cheap and its calls right.
+
+        Generic: the market type, and no warning instead of a symbol-less open-orders
+        read on the classes that raise one (ccxt's option name; ignored elsewhere).
+        """
+        return {"defaultType": market.value, "warnOnFetchOpenOrdersWithoutSymbol": False}
 
     @property
     def owns_rate_limit(self) -> bool:
@@ -181,8 +194,9 @@ class Profile:
     # -- open orders -------------------------------------------------------------------
 
     def open_orders_params(self, market: Market) -> dict[str, Any]:
-        """Params for one account-wide ``fetch_open_orders`` (no symbol)."""
-        return {}
+        """Params for one account-wide ``fetch_open_orders`` (no symbol): ccxt's unified
+        ``type``, so a derivatives account doesn't read the spot book."""
+        return {} if market is Market.SPOT else {"type": market.value}
 
     def account_wide_read(self, symbols: Sequence[str], market: Market) -> bool:
         """Read open orders once for the account (True) or once per symbol (False)."""
@@ -196,7 +210,7 @@ class Profile:
         client, market = broker.client, broker.market
         if not client.has.get("fetchOpenOrders"):
             return []
-        if symbols is None or self.account_wide_read(symbols, market):
+        if symbols is None or (self.account_wide_read(symbols, market) and not _symbol_required(client, market)):
             raw = await broker.call(client.fetch_open_orders, None, None, None, self.open_orders_params(market))
         else:
             lists = await asyncio.gather(
