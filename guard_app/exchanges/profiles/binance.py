@@ -16,8 +16,10 @@ Sources (cited where used):
 * ``newClientOrderId``: "A unique id among open orders ... ^[\\.A-Z\\:/a-z0-9_-]{1,36}$".
 * Place Multiple Orders (``batchOrders``): max 5 orders.
 * USDⓈ-M conditional orders (STOP_MARKET, TAKE_PROFIT ...) live in the Algo Service:
-  "Current All Algo Open Orders" ``GET /fapi/v1/openAlgoOrders`` and "Cancel All Algo Open
-  Orders" ``DELETE /fapi/v1/algoOpenOrders`` (symbol mandatory); ``openOrders`` and
+  "Current All Algo Open Orders" ``GET /fapi/v1/openAlgoOrders`` (weight 1 with a symbol,
+  40 without; a list of orders with ``algoId``),
+  https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Current-All-Algo-Open-Orders
+  and "Cancel All Algo Open Orders" ``DELETE /fapi/v1/algoOpenOrders`` (symbol mandatory); ``openOrders`` and
   ``allOpenOrders`` don't see them. Spot stop orders are ordinary open orders.
 """
 

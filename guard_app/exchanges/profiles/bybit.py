@@ -9,8 +9,11 @@ Sources, https://bybit-exchange.github.io/docs/v5/ :
 * "Place Order": ``orderLinkId`` "max 36 characters ... numbers, letters, '-' and '_'";
   ``positionIdx`` 0 one-way, 1 hedge-mode Buy side, 2 hedge-mode Sell side.
 * "Batch Place Order": up to 20 orders (linear) / 10 (spot) per request.
-* "Cancel All Orders": linear by ``settleCoin`` (all order kinds when ``orderFilter`` is
-  not passed); spot by ``orderFilter`` Order / tpslOrder / StopOrder (Order by default).
+* "Cancel All Orders" (https://bybit-exchange.github.io/docs/v5/order/cancel-all): linear
+  needs one of symbol / baseCoin / settleCoin (all order kinds when ``orderFilter`` is not
+  passed) and cancels at most 500 orders a request (the kill switch's re-read round
+  catches the rest); spot needs nothing, by ``orderFilter`` Order / tpslOrder / StopOrder
+  (Order by default).
 * "Rate Limit" (rate-limit): 600 requests per 5 s per IP (HTTP 403 for 10 minutes over
   it); per UID and endpoint per second: order create / cancel 10 (linear) and 20 (spot),
   batch endpoints count each order, position / wallet / order reads 50. Answers carry
