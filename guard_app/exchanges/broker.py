@@ -241,11 +241,12 @@ class Broker:
                 raise SandboxUnavailableError(
                     account.id, f"{account.exchange} offers no sandbox/testnet: untick sandbox"
                 ) from None
-        # The profile's limiter replaces ccxt's throttle (DESIGN rule 15), unless the
-        # user's [accounts.ccxt] table asked for ccxt's own ("enableRateLimit = true").
         self.requests_sent = 0  # HTTP requests this broker made (benchmarks, tests)
+        # The profile's limiter replaces ccxt's throttle (DESIGN rule 15). A user who asks
+        # for ccxt's spacing in [accounts.ccxt] (enableRateLimit = true, or a rateLimit)
+        # gets it on top: the limiter still keeps the exchange's windows.
         self.limiter: RateLimiter | None = None
-        if self.profile.owns_rate_limit and not self._config.get("enableRateLimit"):
+        if self.profile.owns_rate_limit:
             self.limiter = RateLimiter(self.profile.ip_key(_api_url(self._client)),
                                        self.profile.rate_limits(account.market))
         self._instrument(self._client)
@@ -265,7 +266,8 @@ class Broker:
         app's own settings (credentials, market type, rate limiting) winning over it.
 
         ccxt's throttle is switched off where the profile's limiter knows the exchange's
-        limits; a user who sets ``enableRateLimit = true`` gets ccxt's throttle back.
+        limits; a user who sets ``enableRateLimit = true`` or a ``rateLimit`` gets ccxt's
+        throttle back, on top of the limiter.
         """
         profile = profile or profile_for(account.exchange)
         user = {k: v for k, v in account.ccxt.items() if k not in CREDENTIAL_KEYS}
@@ -273,8 +275,8 @@ class Broker:
             "enableRateLimit": not profile.owns_rate_limit,
             "options": profile.ccxt_options(account.market),
         }
-        if profile.owns_rate_limit and user.get("enableRateLimit") is True:
-            ours.pop("enableRateLimit")
+        if profile.owns_rate_limit and (user.get("enableRateLimit") is True or "rateLimit" in user):
+            ours["enableRateLimit"] = True
         merged = deep_merge(user, ours)
         merged.update(keys.to_ccxt())
         return merged
@@ -373,9 +375,13 @@ class Broker:
         *args: Any,
         ordering: bool = False,
         symbol: str | None = None,
+        keep_cause: bool = False,
         **kwargs: Any,
     ) -> T:
-        """Run one ccxt call; every failure becomes one of guard-app's error types."""
+        """Run one ccxt call; every failure becomes one of guard-app's error types.
+
+        ``keep_cause``: the error keeps the failed answer's body as ``guard_body`` (for a
+        batch whose rows each carry their own reason)."""
         self._credit_idle_time()
         try:
             await self._ensure_session()
@@ -389,6 +395,8 @@ class Broker:
             ) from None
         except Exception as exc:  # noqa: BLE001 - every failure becomes one of our types
             err = self.translate(exc, ordering=ordering, symbol=symbol)
+            if keep_cause:
+                err.guard_body = getattr(exc, "guard_body", None)  # type: ignore[attr-defined]
             if isinstance(exc, ccxt.InvalidNonce):
                 self._resync_clock_later()
             raise err from None
@@ -682,8 +690,13 @@ class Broker:
             for o in chunk
         ]
         try:
-            answers = await self.call(self._client.create_orders, requests, ordering=True)
+            answers = await self.call(self._client.create_orders, requests, ordering=True, keep_cause=True)
         except BrokerError as exc:
+            rows = _rows_by_client_id(getattr(exc, "guard_body", None))
+            if rows:
+                # Every order refused (OKX code "1"): each row has its own reason.
+                return [(o.index, self._refusal(o.symbol, *rows[o.client_id]) if o.client_id in rows
+                         else _with_symbol(exc, o.symbol)) for o in chunk]
             return [(o.index, _with_symbol(exc, o.symbol)) for o in chunk]
         by_id = {o.client_id: o for o in chunk}
         out: list[tuple[int, OrderResult | BrokerError]] = []
@@ -785,6 +798,16 @@ def _with_symbol(exc: BrokerError, symbol: str) -> BrokerError:
     clone = copy.copy(exc)
     clone.symbol = symbol
     return clone
+
+
+def _rows_by_client_id(body: Any) -> dict[str, tuple[str, str]]:
+    """client id -> (code, message) of each refused row of a failed batch answer (OKX)."""
+    rows: dict[str, tuple[str, str]] = {}
+    if isinstance(body, Mapping):
+        for row in body.get("data") or []:
+            if isinstance(row, Mapping) and row.get("clOrdId") and str(row.get("sCode", "0")) != "0":
+                rows[str(row["clOrdId"])] = (str(row["sCode"]), str(row.get("sMsg") or ""))
+    return rows
 
 
 def _client_id_of(order: Mapping[str, Any]) -> str | None:

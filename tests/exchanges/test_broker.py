@@ -79,6 +79,9 @@ def test_app_settings_win_over_the_user_ccxt_table_and_keys_are_never_taken_from
     cfg = Broker.client_config(account, ApiKeys("real-key", "real-secret"))
     # Binance's own limiter replaces ccxt's throttle: the user's False stands either way.
     assert cfg["enableRateLimit"] is False
+    tuned = AccountConfig(id="b", user="u", exchange="binance", max_positions=3, ccxt={"rateLimit": 120})
+    # A user who tunes ccxt's spacing gets ccxt's throttle back (on top of the limiter).
+    assert Broker.client_config(tuned, ApiKeys("k", "s"))["enableRateLimit"] is True
     assert cfg["options"]["defaultType"] == "swap"
     assert cfg["options"]["foo"] == 1 and cfg["timeout"] == 1234
     assert cfg["apiKey"] == "real-key" and cfg["secret"] == "real-secret"

@@ -306,3 +306,21 @@ def test_the_generic_profile_closes_hedge_legs_and_isolated_positions_on_ccxts_u
     assert len(before.positions) == 2
     assert all(not isinstance(r, BrokerError) for r in results), results
     assert after.positions == () and server.exchange.open_orders("g") == []
+
+
+def test_a_batch_refused_as_a_whole_still_reports_each_orders_own_reason(exchange, start) -> None:
+    if exchange != "okx":
+        pytest.skip("only OKX refuses a whole batch (code 1) with one reason per order")
+    server = start(scenario("o", exchange, spot={"USDT": 10, "BTC": 0.001, "ETH": 0.01}))
+
+    async def go(broker):
+        await broker.snapshot()
+        too_much = [Position("BTC/USDT", 0.5, 30000.0), Position("ETH/USDT", 5.0, 15000.0)]
+        return await broker.close_many(_unwind(broker, too_much))
+
+    results = run(go, make_broker(server, "o", exchange, Market.SPOT))
+    assert [type(r) for r in results] == [OrderRejectedError, OrderRejectedError]
+    assert [r.symbol for r in results] == ["BTC/USDT", "ETH/USDT"]
+    refused = [o for o in server.exchange.orders if o.account == "o" and not o.accepted]
+    assert sorted(o.symbol for o in refused) == ["BTC/USDT", "ETH/USDT"]
+    assert all(r.code == "51008" and "Insufficient" in r.reason for r in results)
