@@ -11,7 +11,7 @@ What differs between exchanges lives in :mod:`guard_app.exchanges.profiles` (cli
 rules, hedge legs, margin mode, settle coins, batch sizes, open/algo orders, error
 payloads, rate limits). Where a profile knows the exchange's published limits, its
 :class:`~guard_app.exchanges.ratelimit.RateLimiter` replaces ccxt's throttle: it is
-called around every HTTP request ccxt makes (a wrapper of ``client.fetch``) and reads
+called before every request ccxt signs (a wrapper of ``client.fetch2``) and reads
 every answer's usage headers (a wrapper of ``client.handle_errors``, which ccxt calls
 with each answer's status, headers and body).
 
@@ -282,21 +282,31 @@ class Broker:
         return merged
 
     def _instrument(self, client: Any) -> None:
-        """Wrap ccxt's ``fetch`` (the limiter waits before every request) and its
-        ``handle_errors`` (called with every answer: usage headers correct the limiter,
+        """Wrap ccxt's ``fetch2`` (the limiter waits before every request is signed), its
+        ``fetch`` (counts what goes out) and its ``handle_errors`` (called with every answer: usage headers correct the limiter,
         and an error keeps the headers and body of the answer that failed — requests of
         one account run concurrently, so ccxt's ``last_response_headers`` may belong to
         another request)."""
         original_fetch = client.fetch
+        original_fetch2 = client.fetch2
         original_handle = client.handle_errors
         profile, market = self.profile, self.account.market
 
-        async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-            self._last_request = time.monotonic()
+        async def fetch2(path: Any, api: Any = "public", method: str = "GET", params: Any = None,
+                         *args: Any, **kwargs: Any) -> Any:
+            # Wait here, before ccxt signs: a request that waited for its window must not
+            # leave with a stale timestamp (Bybit 10002, Binance -1021). The URL and body
+            # come from a trial signature (an HMAC, microseconds).
             if self.limiter is not None:
-                charges = profile.charges(method, urlsplit(url).path, request_params(url, body), market)
+                trial = client.sign(path, api, method, copy.copy(params) if params is not None else {})
+                url = str(trial.get("url", ""))
+                charges = profile.charges(method, urlsplit(url).path, request_params(url, trial.get("body")), market)
                 if charges:
                     await self.limiter.acquire(charges)
+            return await original_fetch2(path, api, method, {} if params is None else params, *args, **kwargs)
+
+        async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+            self._last_request = time.monotonic()
             self.requests_sent += 1
             return await original_fetch(url, method, headers, body)
 
@@ -317,6 +327,7 @@ class Broker:
                 exc.guard_body = response if isinstance(response, Mapping) else None  # type: ignore[attr-defined]
                 raise
 
+        client.fetch2 = fetch2
         client.fetch = fetch
         client.handle_errors = handle_errors
 
@@ -627,16 +638,24 @@ class Broker:
         size = self.profile.batch_size(self.account.market)
         cap = self.profile.batch_cap(self.limiter, self.account.market) if self.limiter else None
         size = max(1, min(size, cap)) if cap else size
+        chunks: list[list[_Order]] = []
+        singles: list[_Order] = orders
         if size > 1 and len(orders) > 1 and self.profile.batch_ok(self._client):
-            chunks = [orders[i : i + size] for i in range(0, len(orders), size)]
-            answers = await asyncio.gather(*(self._send_batch(chunk) for chunk in chunks))
-            for chunk_results in answers:
-                for index, outcome in chunk_results:
-                    results[index] = outcome
-        else:
-            singles = await asyncio.gather(*(self._send_one(o) for o in orders))
-            for order, outcome in zip(orders, singles, strict=True):
-                results[order.index] = outcome
+            groups = [orders[i : i + size] for i in range(0, len(orders), size)]
+            if self.profile.singles_have_own_quota():
+                # Every other group goes out as single orders, on their own quota.
+                chunks, singles = groups[0::2], [o for g in groups[1::2] for o in g]
+            else:
+                chunks, singles = groups, []
+        answers = await asyncio.gather(
+            asyncio.gather(*(self._send_batch(chunk) for chunk in chunks)),
+            asyncio.gather(*(self._send_one(o) for o in singles)),
+        )
+        for chunk_results in answers[0]:
+            for index, outcome in chunk_results:
+                results[index] = outcome
+        for order, outcome in zip(singles, answers[1], strict=True):
+            results[order.index] = outcome
         return results
 
     async def close(self, planned: PlannedClose, client_order_id: str) -> OrderResult | None:
@@ -795,7 +814,9 @@ def _api_url(client: Any) -> str:
 
 def _with_symbol(exc: BrokerError, symbol: str) -> BrokerError:
     """The same error, naming the symbol of one order of a failed batch."""
-    clone = copy.copy(exc)
+    clone = type(exc).__new__(type(exc))  # copy.copy can't: BrokerError.__init__ takes arguments
+    clone.__dict__.update(exc.__dict__)
+    clone.args = exc.args
     clone.symbol = symbol
     return clone
 

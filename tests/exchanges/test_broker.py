@@ -221,3 +221,12 @@ def test_idle_time_is_credited_to_the_rate_limiter(world: World) -> None:
     elapsed, capacity = asyncio.run(go())
     assert capacity == 1  # never credited beyond the bucket
     assert elapsed < 0.6  # without the credit the debt alone is ~1 s
+
+
+def test_an_error_of_a_whole_batch_is_reported_per_order_with_its_symbol() -> None:
+    from guard_app.exchanges.broker import _with_symbol
+
+    err = OrderUnknownError("acc", "no answer", code="x")
+    one, two = _with_symbol(err, "BTC/USDT"), _with_symbol(err, "ETH/USDT")
+    assert type(one) is OrderUnknownError and (one.symbol, two.symbol) == ("BTC/USDT", "ETH/USDT")
+    assert one.reason == "no answer" and one.code == "x" and err.symbol is None

@@ -188,6 +188,11 @@ class Profile:
         """The most orders one batch may hold under the account's order quota, if any."""
         return None
 
+    def singles_have_own_quota(self) -> bool:
+        """Whether the single-order endpoint has a quota of its own next to the batch
+        endpoint's, so groups of orders may alternate between the two."""
+        return False
+
     def batch_ok(self, client: Any) -> bool:
         return bool(client.has.get("createOrders"))
 

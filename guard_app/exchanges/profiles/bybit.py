@@ -90,6 +90,11 @@ class BybitProfile(Profile):
         # ask now, so the first kill doesn't wait for it.
         await broker.call(broker.client.is_unified_enabled)
 
+    def singles_have_own_quota(self) -> bool:
+        # order/create and order/create-batch have a quota each (per UID, per second):
+        # alternating groups between them doubles the orders a second.
+        return True
+
     def _uid_charge(self, method: str, path: str, params: Mapping[str, Any], market: Market) -> Charge | None:
         if path.startswith(_PUBLIC) or not path.startswith("/v5/"):
             return None
