@@ -771,12 +771,8 @@ class Broker:
     async def lookup_order(self, symbol: str, client_order_id: str) -> OrderResult | None:
         """Find an order by its client id (after a lost answer). None when unknown."""
         client_id = self.profile.client_id(client_order_id)
-        try:
-            order = await self.call(
-                self._client.fetch_order, None, symbol, {"clientOrderId": client_id},
-                symbol=symbol,
-            )
-        except OrderRejectedError:  # OrderNotFound is an InvalidOrder
+        order = await self.profile.find_order(self, symbol, client_id)
+        if order is None:
             return None
         amount = float(order.get("amount") or 0.0)
         return self._order_result(order, client_id, str(order.get("side")), amount, symbol)

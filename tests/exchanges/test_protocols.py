@@ -324,3 +324,19 @@ def test_a_batch_refused_as_a_whole_still_reports_each_orders_own_reason(exchang
     refused = [o for o in server.exchange.orders if o.account == "o" and not o.accepted]
     assert sorted(o.symbol for o in refused) == ["BTC/USDT", "ETH/USDT"]
     assert all(r.code == "51008" and "Insufficient" in r.reason for r in results)
+
+
+def test_an_order_is_found_by_its_client_id_after_a_lost_answer(exchange, start) -> None:
+    server = start(scenario("l", exchange, positions=[{"symbol": "BTC/USDT:USDT", "side": "long", "contracts": 0.02}]))
+
+    async def go(broker):
+        snap = await broker.snapshot()
+        planned = PlannedClose(broker.account_id, "u", snap.positions[0], CloseReason.FORCED_UNWIND)
+        await broker.close_many([(planned, "ga1n0rlookup")])
+        return (await broker.lookup_order("BTC/USDT:USDT", "ga1n0rlookup"),
+                await broker.lookup_order("BTC/USDT:USDT", "ga1n0rneversent"))
+
+    found, missing = run(go, make_broker(server, "l", exchange, Market.SWAP))
+    assert found is not None and found.client_order_id == "ga1n0rlookup" and found.side == "sell"
+    assert found.filled == pytest.approx(0.02 / contract_size(exchange, "BTC/USDT:USDT"))
+    assert missing is None

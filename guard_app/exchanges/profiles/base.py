@@ -181,6 +181,17 @@ class Profile:
             params["marginMode"] = "isolated"
         return params
 
+    async def find_order(self, broker: Broker, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+        """The order with this client id (ccxt's structure), None when the exchange doesn't
+        know it. Raises the broker's errors otherwise."""
+        from guard_app.core.errors import OrderRejectedError
+
+        try:
+            return dict(await broker.call(broker.client.fetch_order, None, symbol,
+                                          {"clientOrderId": client_order_id}, symbol=symbol))
+        except OrderRejectedError:  # OrderNotFound is an InvalidOrder
+            return None
+
     def batch_size(self, market: Market) -> int:
         return self.BATCH.get(market, 1)
 

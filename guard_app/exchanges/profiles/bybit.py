@@ -162,6 +162,20 @@ class BybitProfile(Profile):
         )
         return [p for positions in answers for p in positions]
 
+    async def find_order(self, broker: Broker, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+        """"Get Order History" by orderLinkId (a market close is no longer open), then the
+        open orders. ccxt's fetchOrder reads only ``order/realtime``."""
+        client = broker.client
+        market = client.market(symbol)
+        request = {"category": "spot" if market.get("spot") else "linear", "symbol": market["id"],
+                   "orderLinkId": client_order_id}
+        for endpoint in (client.privateGetV5OrderHistory, client.privateGetV5OrderRealtime):
+            answer = await broker.call(endpoint, request, symbol=symbol)
+            rows = (answer.get("result") or {}).get("list") or []
+            if rows:
+                return dict(client.parse_order(rows[0], market))
+        return None
+
     def hedge_leg(self, position: Mapping[str, Any]) -> str | None:
         idx = str((position.get("info") or {}).get("positionIdx", "0"))
         if idx in ("1", "2"):
