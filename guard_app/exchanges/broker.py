@@ -282,11 +282,15 @@ class Broker:
         return merged
 
     def _instrument(self, client: Any) -> None:
-        """Wrap ccxt's ``fetch2`` (the limiter waits before every request is signed), its
-        ``fetch`` (counts what goes out) and its ``handle_errors`` (called with every answer: usage headers correct the limiter,
-        and an error keeps the headers and body of the answer that failed — requests of
-        one account run concurrently, so ccxt's ``last_response_headers`` may belong to
-        another request)."""
+        """Wrap three of ccxt's methods on this client:
+
+        * ``fetch2``: the limiter waits before every request is signed;
+        * ``fetch``: counts what goes out, notes when (for ``warm``);
+        * ``handle_errors`` (called with every answer): usage headers correct the limiter,
+          and an error keeps the headers and body of the answer that failed — requests of
+          one account run concurrently, so ccxt's ``last_response_headers`` may belong to
+          another request.
+        """
         original_fetch = client.fetch
         original_fetch2 = client.fetch2
         original_handle = client.handle_errors
