@@ -146,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     _open_state(args).close()  # a corrupt state database stops us here, loudly
-    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker, source="cli")
+    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker)
 
     async def main() -> int:
         if args.once:

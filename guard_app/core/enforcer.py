@@ -41,10 +41,12 @@ import logging
 import secrets as pysecrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from guard_app.core.cadence import FLAG_POLL_SECONDS, Cadence, FlagWatcher
 from guard_app.core.config import AccountConfig, AppConfig
 from guard_app.core.errors import (
     BrokerError,
@@ -65,7 +67,6 @@ from guard_app.core.events import (
     EnforcerEvent,
     EnforcerStarted,
     EnforcerStopped,
-    FlagsChanged,
     Heartbeat,
     Intervention,
     JournalWritten,
@@ -89,7 +90,6 @@ from guard_app.core.models import (
     JournalEntry,
     OrderResult,
     PlannedClose,
-    UnwindFlag,
     client_order_id,
 )
 from guard_app.core.policy import describe_plan, describe_user_plan, plan_closes
@@ -100,10 +100,6 @@ from guard_app.core.state import StateStore
 log = logging.getLogger("guard_app.enforcer")
 
 NEEDS_USER_RETRY_SECONDS = 300.0
-# Rule 11 asks for <= 100 ms across processes. One poll is a single
-# ``PRAGMA data_version`` on the enforcer's own connection (a few microseconds, no
-# disk read); the flags themselves are read only when it changed.
-FLAG_POLL_SECONDS = 0.05
 HEARTBEAT_SECONDS = 1.0
 STOP_GRACE_SECONDS = 3.0
 # Close, re-read, close what is left: at most this many close rounds per account and
@@ -122,7 +118,6 @@ class AccountRuntime:
     keys_fingerprint: str | None = None
     parked_until: float = 0.0  # monotonic; needs-user parking
     park_reason: str = ""
-    last_snapshot: AccountSnapshot | None = None
     consecutive_failures: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Fast re-reads (rule 14) until then (monotonic): set when found over a cap.
@@ -190,7 +185,6 @@ class Enforcer:
         *,
         observers: Sequence[Observer] = (),
         broker_factory: BrokerFactory,
-        source: str = "enforcer",
         standard_observers: bool = True,
     ) -> None:
         self._config = config
@@ -209,7 +203,6 @@ class Enforcer:
             o for o in chain if isinstance(o, SendGate)  # type: ignore[misc]
         )
         self._broker_factory: BrokerFactory = broker_factory
-        self._source = source
         self._state: StateStore | None = None
         self._accounts: dict[str, AccountRuntime] = {}
         self._exchange_parked_until: dict[str, tuple[float, str]] = {}
@@ -220,11 +213,8 @@ class Enforcer:
         self._wake_requested = False
         self._stop_requested = False
         self._paused = False
-        self._forced: dict[str, UnwindFlag] = {}
-        self._flags_announced: dict[str, UnwindFlag] | None = None
-        self._data_version: int | None = None
-        self._next_cycle_at = 0.0
-        self._next_full_at = 0.0
+        self._flags = FlagWatcher(lambda: self.state, self._emit)
+        self._cadence = Cadence()
         self._order_numbers = itertools.count()
 
     # -- thread-safe controls -----------------------------------------------------
@@ -323,22 +313,6 @@ class Enforcer:
             runtime = self._accounts[account.id] = AccountRuntime(account)
         return runtime
 
-    def _refresh_flags(self) -> bool:
-        """Read the flags; announce them (FlagsChanged) when they differ from what was
-        last announced. Returns True when they changed."""
-        self._data_version = self.state.data_version()
-        flags = dict(self.state.forced_unwind_flags())
-        self._forced = flags
-        if flags == self._flags_announced:
-            return False
-        first = self._flags_announced is None
-        self._flags_announced = flags
-        if first and not flags:
-            return False  # nothing to say at start-up: nobody is under forced unwind
-        self._emit(FlagsChanged(active_users=tuple(sorted(flags)),
-                                flags=tuple(flags[u] for u in sorted(flags))))
-        return True
-
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -376,7 +350,8 @@ class Enforcer:
                 stop_wait.cancel()
                 if self._stop_event.is_set():
                     break
-                only = await self._sleep_until_next_cycle()
+                only = await self._cadence.wait(self._config.enforcer, self._hot_accounts,
+                                                self._wake_event, self._stop_event)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -397,42 +372,13 @@ class Enforcer:
             parked = self._exchange_parked_until.get(_exchange_key(account))
             if parked and parked[0] > now:
                 continue
-            if account.user in self._forced or runtime.hot_until > now:
+            if account.user in self._flags.flags or runtime.hot_until > now:
                 hot.add(account.id)
         return hot
 
-    async def _sleep_until_next_cycle(self) -> set[str] | None:
-        """Wait for the next cycle; returns the accounts of a fast cycle, or None for a
-        full one (the normal interval is up, or someone called ``wake``)."""
-        if self._wake_event is None or self._stop_event is None:
-            return None
-        enforcer_cfg = self._config.enforcer
-        wake = asyncio.create_task(self._wake_event.wait())
-        stop = asyncio.create_task(self._stop_event.wait())
-        try:
-            while True:
-                now = time.monotonic()
-                full_in = self._next_full_at - now
-                hot = self._hot_accounts()
-                wait = min(full_in, enforcer_cfg.fast_interval) if hot else full_in
-                self._next_cycle_at = now + max(0.0, wait)
-                if wait > 0:
-                    done, _ = await asyncio.wait({wake, stop}, timeout=wait,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if done:
-                        return None
-                if time.monotonic() >= self._next_full_at - 0.001:
-                    return None
-                hot = self._hot_accounts()
-                if hot:
-                    return hot
-        finally:
-            wake.cancel()
-            stop.cancel()
-
     @property
     def next_cycle_in(self) -> float:
-        return max(0.0, self._next_cycle_at - time.monotonic())
+        return self._cadence.next_cycle_in
 
     async def _guarded_cycle(self, only: set[str] | None = None) -> None:
         try:
@@ -448,7 +394,7 @@ class Enforcer:
         last_beat = 0.0
         while True:
             try:
-                if (self.state.data_version() != self._data_version and self._refresh_flags()
+                if (self._flags.changed_elsewhere() and self._flags.refresh()
                         and self._wake_event is not None):
                     self._wake_event.set()  # we are on the loop: no round trip via wake()
                 now = time.monotonic()
@@ -482,15 +428,15 @@ class Enforcer:
             with self._thread_lock:
                 self._wake_requested = False
             self._apply_pending_config()
-            self._refresh_flags()
+            self._flags.refresh()
         started = time.monotonic()
         config = self._config
         interval = config.enforcer.interval_seconds
         if not fast:
-            self._next_full_at = started + interval
+            self._cadence.full_cycle_started(started, interval)
         cycle_id = self.state.next_cycle_id()
         report = CycleReport(cycle_id)
-        forced = set(self._forced)
+        forced = self._flags.users
         accounts = [a for a in config.accounts if only is None or a.id in only]
         self._emit(CycleStarted(cycle_id=cycle_id, account_ids=tuple(a.id for a in accounts),
                                 forced_users=tuple(sorted(forced)), fast=fast))
@@ -509,8 +455,8 @@ class Enforcer:
                 duration=report.duration,
                 interventions=report.interventions,
                 failed_accounts=tuple(sorted(report.errors)),
-                next_cycle_in=(min(interval, config.enforcer.fast_interval)
-                               if self._hot_accounts() else interval),
+                next_cycle_in=self._cadence.next_cycle_after(config.enforcer,
+                                                             bool(self._hot_accounts())),
                 orders=len(report.orders),
                 fast=fast,
             )
@@ -531,9 +477,12 @@ class Enforcer:
         fast: bool,
         complete: bool,
     ) -> None:
-        passes = await asyncio.gather(
-            *(self._enforce_account(cycle_id, a, forced, report, fast=fast) for a in accounts)
-        )
+        runtimes = [self._runtime(a) for a in accounts]
+        passes = await asyncio.gather(*(
+            self._one_at_a_time(cycle_id, r, report, partial(
+                self._enforce_account, cycle_id, r, forced, report, fast=fast), fast=fast)
+            for r in runtimes
+        ))
         done_keys = {key for p in passes for key in p.outcomes}
         closed = sum(1 for p in passes for ok in p.outcomes.values() if ok)
         user_cfg = self._config.users.get(user)
@@ -559,11 +508,12 @@ class Enforcer:
                 hot_until = time.monotonic() + self._config.enforcer.interval_seconds
                 for a in accounts:
                     self._runtime(a).hot_until = hot_until
-                user_passes = await asyncio.gather(
-                    *(self._close_locked(cycle_id, self._accounts[aid], latest[aid], pcs,
-                                         forced, report, fast=fast)
-                      for aid, pcs in by_account.items())
-                )
+                user_passes = await asyncio.gather(*(
+                    self._one_at_a_time(cycle_id, self._accounts[aid], report, partial(
+                        self._close_and_verify, cycle_id, self._accounts[aid], latest[aid],
+                        pcs, forced, report, fast=fast), fast=fast)
+                    for aid, pcs in by_account.items()
+                ))
                 closed += sum(1 for p in user_passes for ok in p.outcomes.values() if ok)
                 for p in user_passes:
                     if p.last is not None:
@@ -577,23 +527,22 @@ class Enforcer:
                 fast=fast,
             ))
 
-    async def _enforce_account(
+    async def _one_at_a_time(
         self,
         cycle_id: int,
-        account: AccountConfig,
-        forced: set[str],
+        runtime: AccountRuntime,
         report: CycleReport,
+        work: Callable[[], Awaitable[_AccountPass]],
         *,
         fast: bool,
     ) -> _AccountPass:
-        """Read one account and enforce its own caps / forced unwind. Never raises."""
-        runtime = self._runtime(account)
+        """Run ``work`` on one account under its lock (never two passes at once: a
+        second one is skipped) and turn any failure into an AccountError. Never raises."""
         if runtime.lock.locked():
-            return _AccountPass()  # a cycle for this account is still running: never two
+            return _AccountPass()
         async with runtime.lock:
             try:
-                return await self._enforce_account_locked(cycle_id, runtime, forced, report,
-                                                          fast=fast)
+                return await work()
             except asyncio.CancelledError:
                 raise
             except BrokerError as exc:
@@ -601,13 +550,13 @@ class Enforcer:
             except GuardError as exc:
                 self._report_account_error(cycle_id, runtime, exc.kind, str(exc), report)
             except Exception as exc:
-                log.exception("%s: unexpected error", account.id)
+                log.exception("%s: unexpected error", runtime.config.id)
                 self._report_account_error(
                     cycle_id, runtime, ErrorKind.INTERNAL, f"unexpected error: {exc!r}", report
                 )
             return _AccountPass()
 
-    async def _enforce_account_locked(
+    async def _enforce_account(
         self,
         cycle_id: int,
         runtime: AccountRuntime,
@@ -616,6 +565,7 @@ class Enforcer:
         *,
         fast: bool,
     ) -> _AccountPass:
+        """Read one account and enforce its own caps / forced unwind."""
         account = runtime.config
         broker = await self._broker_for(cycle_id, runtime, report)
         if broker is None:
@@ -684,7 +634,6 @@ class Enforcer:
         if runtime.broker is None:  # its keys were removed meanwhile
             raise BrokerError(account.id, "its API keys were removed; not read")
         snapshot = await runtime.broker.snapshot()
-        runtime.last_snapshot = snapshot
         runtime.consecutive_failures = 0
         runtime.parked_until = 0.0
         report.snapshots[account.id] = snapshot
@@ -717,31 +666,6 @@ class Enforcer:
             return
         self._emit(OpenOrdersCancelled(cycle_id=cycle_id, account_id=account.id,
                                        user=account.user, cancelled=count))
-
-    async def _close_locked(
-        self,
-        cycle_id: int,
-        runtime: AccountRuntime,
-        snapshot: AccountSnapshot,
-        plan: Sequence[PlannedClose],
-        forced: set[str],
-        report: CycleReport,
-        *,
-        fast: bool,
-    ) -> _AccountPass:
-        """Closes decided outside the account's own pass (per-user caps)."""
-        async with runtime.lock:
-            try:
-                return await self._close_and_verify(cycle_id, runtime, snapshot, plan, forced,
-                                                    report, fast=fast)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("%s: unexpected error", runtime.config.id)
-                self._report_account_error(
-                    cycle_id, runtime, ErrorKind.INTERNAL, f"unexpected error: {exc!r}", report
-                )
-                return _AccountPass()
 
     async def _close_and_verify(
         self,
