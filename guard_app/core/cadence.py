@@ -48,8 +48,9 @@ class FlagWatcher:
         return self._state().data_version() != self._version
 
     def refresh(self) -> bool:
-        """Read the flags; emit FlagsChanged when they differ from what was announced
-        (nothing at start-up when nobody is under forced unwind). True if they did."""
+        """Read the flags; emit FlagsChanged the first time and whenever they differ
+        from what was announced. True when someone is now under a different unwind
+        state than before (at start-up: when anyone is under forced unwind)."""
         state = self._state()
         self._version = state.data_version()
         flags = dict(state.forced_unwind_flags())
@@ -58,11 +59,9 @@ class FlagWatcher:
             return False
         first = self._announced is None
         self._announced = flags
-        if first and not flags:
-            return False
         self._emit(FlagsChanged(active_users=tuple(sorted(flags)),
-                                flags=tuple(flags[u] for u in sorted(flags))))
-        return True
+                                flags=tuple(flags[u] for u in sorted(flags)), initial=first))
+        return not first or bool(flags)
 
 
 class Cadence:

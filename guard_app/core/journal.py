@@ -279,7 +279,7 @@ class TraderLog:
             log.info("enforcer stopped")
         elif isinstance(event, ConfigReloaded):
             log.info("config reloaded: %d accounts", event.accounts)
-        elif isinstance(event, FlagsChanged):
+        elif isinstance(event, FlagsChanged) and (event.active_users or not event.initial):
             log.info("forced unwind now active for: %s; checking accounts now",
                      ", ".join(event.active_users) or "nobody")
         elif isinstance(event, OverCapDetected | UnwindPlanned):
