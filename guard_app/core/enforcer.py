@@ -583,12 +583,16 @@ class Enforcer:
         killing = account.user in forced and not self._config.enforcer.dry_run
         if not killing:
             runtime.cancelled_at = 0.0
-        elif (runtime.cancelled_at == 0.0 or now - runtime.cancelled_at
-              >= self._config.enforcer.interval_seconds):
+        read = self._read(cycle_id, runtime, forced, report, fast=fast)
+        if killing and (runtime.cancelled_at == 0.0 or now - runtime.cancelled_at
+                        >= self._config.enforcer.interval_seconds):
             # Kill switch, first thing in an unwind (and once per normal interval while
-            # it lasts): no resting order may reopen a position or block a close.
-            await self._cancel_all(cycle_id, runtime, broker)
-        snapshot = await self._read(cycle_id, runtime, forced, report, fast=fast)
+            # it lasts): no resting order may reopen a position or block a close. The
+            # read goes out at the same time (one round trip less before the closes);
+            # the closes wait for both.
+            _, snapshot = await asyncio.gather(self._cancel_all(cycle_id, runtime, broker), read)
+        else:
+            snapshot = await read
         plan = self._plan(runtime, snapshot, forced)
         if not plan:
             return _AccountPass(snapshot, snapshot)
