@@ -82,7 +82,7 @@ from guard_app.core.events import (
     UnwindProgress,
     UnwindRound,
 )
-from guard_app.core.journal import JournalObserver, TraderLog
+from guard_app.core.journal import JournalObserver, JournalTail, TraderLog
 from guard_app.core.models import (
     AccountSnapshot,
     Caps,
@@ -214,6 +214,7 @@ class Enforcer:
         self._stop_requested = False
         self._paused = False
         self._flags = FlagWatcher(lambda: self.state, self._emit)
+        self._tail = JournalTail(lambda: self.state, self._emit)
         self._cadence = Cadence()
         self._order_numbers = itertools.count()
 
@@ -283,6 +284,7 @@ class Enforcer:
                 log.exception("event observer failed on %s", type(event).__name__)
 
     def _journal_written(self, entry: JournalEntry) -> None:
+        self._tail.own(entry)
         self._emit(JournalWritten(entry=entry))
 
     def _apply_pending_config(self) -> None:
@@ -321,7 +323,7 @@ class Enforcer:
         Raises ``StateError`` at once when the state database is unusable: running
         without it would forget forced-unwind flags.
         """
-        _ = self.state
+        self._tail.catch_up()  # opens the state database: a corrupt one stops us here
         self._loop = asyncio.get_running_loop()
         self._wake_event = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -394,9 +396,10 @@ class Enforcer:
         last_beat = 0.0
         while True:
             try:
-                if (self._flags.changed_elsewhere() and self._flags.refresh()
-                        and self._wake_event is not None):
-                    self._wake_event.set()  # we are on the loop: no round trip via wake()
+                if self._flags.changed_elsewhere():
+                    if self._flags.refresh() and self._wake_event is not None:
+                        self._wake_event.set()  # we are on the loop: no trip via wake()
+                    self._tail.catch_up()
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT_SECONDS:
                     last_beat = now
@@ -429,6 +432,7 @@ class Enforcer:
                 self._wake_requested = False
             self._apply_pending_config()
             self._flags.refresh()
+            self._tail.catch_up()  # the flag read above hides those changes from the watcher
         started = time.monotonic()
         config = self._config
         interval = config.enforcer.interval_seconds

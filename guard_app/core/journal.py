@@ -37,6 +37,7 @@ from guard_app.core.events import (
     EnforcerStopped,
     FlagsChanged,
     Intervention,
+    JournalWritten,
     OpenOrdersCancelled,
     OrderFilled,
     OrderPlaced,
@@ -314,3 +315,45 @@ class TraderLog:
                 log.info(unwind_progress_text(event))
         elif isinstance(event, AccountError):
             log.warning("%s: %s", event.account_id, event.message)
+
+
+class JournalTail:
+    """Journal entries written by other connections (a flag set in the window, or by
+    ``guard-app unwind`` in a terminal: ``StateStore.set_forced_unwind`` writes
+    ``unwind_on``/``unwind_off`` itself), re-emitted as JournalWritten, so the Activity
+    view follows one stream and never polls the database.
+
+    The enforcer calls :meth:`catch_up` when the state store says another connection
+    committed (the same cheap check the flag watcher uses), and :meth:`own` for each
+    entry its own journal observer wrote (those were announced already).
+    """
+
+    def __init__(self, state: Callable[[], StateStore],
+                 emit: Callable[[EnforcerEvent], None]) -> None:
+        self._state = state
+        self._emit = emit
+        self._last: int | None = None
+        self._own: set[int] = set()
+
+    def own(self, entry: JournalEntry) -> None:
+        self._own.add(entry.id)
+
+    def catch_up(self) -> None:
+        """Announce what others wrote since the last call (the first call only notes
+        where the journal ends: history is the Activity view's own first read)."""
+        state = self._state()
+        if self._last is None:
+            newest = state.entries(limit=1)
+            self._last = newest[0].id if newest else 0
+            self._own.clear()
+            return
+        while True:
+            new = state.entries(after_id=self._last, newest_first=False, limit=500)
+            for entry in new:
+                if entry.id not in self._own:
+                    self._emit(JournalWritten(entry=entry))
+            if new:
+                self._last = new[-1].id
+            if len(new) < 500:
+                break
+        self._own = {i for i in self._own if i > self._last}
