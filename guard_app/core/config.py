@@ -29,7 +29,7 @@ class EnforcerConfig:
 
     ``fast_interval_seconds`` is how often an account is re-read while its user's
     forced unwind is on, and for one normal interval after it was last over a cap
-    (DESIGN rule 14); never slower than ``interval_seconds``.
+    (docs/enforcement.md rule 14); never slower than ``interval_seconds``.
     """
 
     interval_seconds: float = 60.0

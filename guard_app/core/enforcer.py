@@ -7,7 +7,7 @@ concurrently, asks the pure policy what to close, and closes it:
 * account caps and forced unwinds are enforced as soon as that account is read, so a
   slow or failing account never delays another one;
 * per-user caps are enforced once all of that user's accounts have been read;
-* after its closes are answered an account is re-read at once (DESIGN rule 13) and
+* after its closes are answered an account is re-read at once (docs/enforcement.md rule 13) and
   what is left is closed, within ``MAX_CLOSE_ROUNDS`` rounds;
 * a forced unwind is a kill switch (rule 12): every open order of the account is
   cancelled first, so nothing resting can reopen a position or block a close;
