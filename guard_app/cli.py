@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from guard_app import APP_NAME, __version__
+from guard_app import APP_NAME, ExitCode, __version__
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
 
 log = logging.getLogger("guard_app")
 
@@ -146,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     _open_state(args).close()  # a corrupt state database stops us here, loudly
-    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker, source="cli")
+    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker)
 
     async def main() -> int:
         if args.once:
