@@ -2,7 +2,8 @@
 
 Layout (a contract other tools rely on): service ``guard-app``, username = account id,
 password = a JSON object ``{"apiKey": ..., "secret": ..., "password": ...}`` with
-``password`` only where the exchange needs one.
+``password`` only where the exchange needs one. The remote API's bearer token is the
+entry with username ``api-token`` (password = the token itself).
 
 There is never a plaintext fallback: keyring's ``fail``/``null`` backends and the
 file-based backends of ``keyrings.alt`` are refused with an error saying how to get a
@@ -173,6 +174,29 @@ class SecretStore:
             raise _translate(exc, f"deleting the keys of {account_id}") from None
         return deleted
 
+    # ---- the remote API's bearer token (username ``api-token``) ----
+
+    API_TOKEN_USERNAME = "api-token"
+
+    def get_api_token(self) -> str | None:
+        """The remote API's bearer token, or None when none was created."""
+        backend = self._usable_backend()
+        try:
+            raw = backend.get_password(self.service, self.API_TOKEN_USERNAME)
+        except Exception as exc:
+            raise _translate(exc, "reading the API token") from None
+        return raw or None
+
+    def set_api_token(self, token: str) -> None:
+        """Store (or replace) the remote API's bearer token."""
+        if not token:
+            raise ValueError("the API token must not be empty")
+        backend = self._usable_backend()
+        try:
+            backend.set_password(self.service, self.API_TOKEN_USERNAME, token)
+        except Exception as exc:
+            raise _translate(exc, "storing the API token", token=token) from None
+
     def check_available(self) -> None:
         """Raise SecretStoreError unless the keyring can be used right now (e.g. unlocked)."""
         backend = self._usable_backend()
@@ -226,7 +250,9 @@ def _refusal(backend: KeyringBackend) -> str | None:
     return None
 
 
-def _translate(exc: BaseException, doing: str, keys: ApiKeys | None = None) -> SecretStoreError:
+def _translate(
+    exc: BaseException, doing: str, keys: ApiKeys | None = None, *, token: str | None = None
+) -> SecretStoreError:
     """One actionable SecretStoreError for a keyring failure, with no key material."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     if isinstance(exc, SecretStoreError):
@@ -239,6 +265,8 @@ def _translate(exc: BaseException, doing: str, keys: ApiKeys | None = None) -> S
     if isinstance(exc, keyring.errors.NoKeyringError):
         return KeyringUnavailableError(NO_KEYRING_MESSAGE)
     detail = _redact(f"{type(exc).__name__}: {exc}", keys)
+    if token:
+        detail = detail.replace(token, _HIDDEN)
     if names & {"SecretServiceNotAvailableException", "DBusErrorResponse"} or isinstance(
         exc, keyring.errors.InitError | OSError
     ):
