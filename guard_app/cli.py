@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = add("api", "the remote-control API")
     api_sub = api.add_subparsers(dest="api_command", metavar="ACTION", required=True,
                                  parser_class=_Parser)
-    token_help = "create the API token (printed once) or replace it with --rotate"
+    token_help = "create the API token (printed once) or replace it with --rotate"  # noqa: S105
     api_token = api_sub.add_parser("token", help=token_help, description=token_help)
     _common(api_token, suppress=True)
     api_token.add_argument("--rotate", action="store_true",

@@ -176,7 +176,7 @@ class SecretStore:
 
     # ---- the remote API's bearer token (username ``api-token``) ----
 
-    API_TOKEN_USERNAME = "api-token"
+    API_TOKEN_USERNAME = "api-token"  # noqa: S105 - a keyring username, not a secret
 
     def get_api_token(self) -> str | None:
         """The remote API's bearer token, or None when none was created."""
