@@ -32,9 +32,7 @@ from guard_app.core.state import StateStore
 
 log = logging.getLogger("guard_app.api")
 
-NO_TOKEN_PROBLEM = (  # noqa: S105 - a message, not a secret
-    "no API token stored: create one with 'guard-app api token' or 'Rotate token' here"
-)
+NO_TOKEN_PROBLEM = "no API token stored: create one with 'guard-app api token' or 'Rotate token' here"  # noqa: S105, E501
 
 
 @dataclass(frozen=True, slots=True)
