@@ -23,7 +23,7 @@ from typing import Any
 
 from bench_enforcer import LATENCY, CostMeter, World, markdown
 
-from guard_app.api import ApiService, fan_out
+from guard_app.api import ApiService
 from guard_app.api.auth import new_token
 from guard_app.core.config import parse_config
 from guard_app.core.enforcer import Enforcer
@@ -61,8 +61,8 @@ def bench_api_kill_latency() -> dict[str, Any]:
         elif isinstance(event, OrderRejected):
             rejected.append(event.reason)
 
-    enforcer = Enforcer(config, world.data_dir, world.secrets,
-                        fan_out(observer, *service.observers), broker_factory=meter.factory)
+    enforcer = Enforcer(config, world.data_dir, world.secrets, observer,
+                        observers=service.observers, broker_factory=meter.factory)
     service.bind(enforcer)
 
     async def serve() -> None:

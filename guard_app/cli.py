@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from guard_app import APP_NAME, __version__
+from guard_app import APP_NAME, ExitCode, __version__
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
 
 log = logging.getLogger("guard_app")
 
@@ -184,13 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args)
     _open_state(args).close()  # a corrupt state database stops us here, loudly
     api = _api_service(args, config)
-    observer = None
-    if api is not None:
-        from guard_app.api import fan_out
-
-        observer = fan_out(*api.observers)
-    enforcer = Enforcer(config, _data_dir(args), observer=observer, broker_factory=make_broker,
-                        source="cli")
+    enforcer = Enforcer(config, _data_dir(args), observers=api.observers if api else (),
+                        broker_factory=make_broker, source="cli")
 
     async def main() -> int:
         if args.once:

@@ -5,6 +5,6 @@ the API's view and metrics up to date from the enforcer's events, and the aiohtt
 server that answers from them.
 """
 
-from guard_app.api.server import ApiService, ApiStartError, fan_out
+from guard_app.api.server import ApiService, ApiStartError
 
-__all__ = ["ApiService", "ApiStartError", "fan_out"]
+__all__ = ["ApiService", "ApiStartError"]

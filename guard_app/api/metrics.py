@@ -5,7 +5,9 @@ keeps its series in a ``CollectorRegistry`` of its own (never the process-global
 so two enforcers in one process, or tests, never mix their numbers). ``/metrics``
 renders it in the Prometheus text format 0.0.4.
 
-Counters count since this process started. Account gauges appear with an account's
+Counters count since this process started; the cycle histogram and the last-cycle
+time follow full cycles (as the journal's ``cycle_end`` does), not the fast re-reads of
+an unwind. Account gauges appear with an account's
 first read (unknown is not zero: no ``guard_account_positions`` before a read), except
 ``guard_account_up`` which is 0 for every configured account until a read succeeds.
 ``guard_user_forced_unwind`` has a series for every configured user from the start.
@@ -26,6 +28,7 @@ from guard_app.core.events import (
     CycleFinished,
     EnforcerEvent,
     FlagsChanged,
+    Intervention,
     OrderFilled,
     OrderRejected,
 )
@@ -106,8 +109,11 @@ class GuardMetrics:
             elif isinstance(event, OrderRejected):
                 result = "unknown" if event.unknown_outcome else "rejected"
                 self.orders.labels(account=event.close.account_id, result=result).inc()
-            elif isinstance(event, CycleFinished):
-                self.interventions.inc(event.interventions)
+            elif isinstance(event, Intervention):
+                self.interventions.inc()
+            elif isinstance(event, CycleFinished) and not event.fast:
+                # Full cycles only, like the journal's cycle_end: the fast re-reads of an
+                # unwind (every few seconds, for hours) would drown the distribution.
                 self.cycle_duration.observe(event.duration)
                 self.last_cycle.set(event.ts)
             elif isinstance(event, FlagsChanged):

@@ -31,7 +31,7 @@ from guard_app.api.metrics import CONTENT_TYPE, GuardMetrics
 from guard_app.api.view import LiveView
 from guard_app.core.config import ApiConfig, AppConfig
 from guard_app.core.errors import GuardError
-from guard_app.core.events import EnforcerEvent, Observer
+from guard_app.core.events import Observer
 from guard_app.core.state import StateStore, UnwindFlag
 
 log = logging.getLogger("guard_app.api")
@@ -56,20 +56,6 @@ class EnforcerControl(Protocol):
     def next_cycle_in(self) -> float: ...
 
     def wake(self) -> None: ...
-
-
-def fan_out(*observers: Observer | None) -> Observer:
-    """One observer calling several (the Enforcer of today takes one)."""
-    chosen = [o for o in observers if o is not None]
-
-    def observe(event: EnforcerEvent) -> None:
-        for observer in chosen:
-            try:
-                observer(event)
-            except Exception:  # one observer's bug must not starve the others
-                log.exception("event observer failed on %s", type(event).__name__)
-
-    return observe
 
 
 class _StateThread:
@@ -335,7 +321,8 @@ class ApiServer:
 class ApiService:
     """Everything the API needs around one enforcer: its observers and its server.
 
-    Build it before the enforcer (its ``observers`` go to the enforcer), ``bind`` the
+    Build it before the enforcer (its ``observers`` go to ``Enforcer(observers=...)``),
+    ``bind`` the
     enforcer, then ``start`` on the enforcer's loop.
     """
 

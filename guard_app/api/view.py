@@ -21,6 +21,7 @@ from guard_app.core.events import (
     AccountRead,
     CycleFinished,
     EnforcerEvent,
+    EnforcerStopped,
     Heartbeat,
 )
 from guard_app.core.models import AccountSnapshot
@@ -71,11 +72,13 @@ class LiveView:
                 self._errors.pop(account_id, None)
             elif isinstance(event, AccountError):
                 self._errors[event.account_id] = event.message
-            elif isinstance(event, CycleFinished):
+            elif isinstance(event, CycleFinished) and not event.fast:
                 self._last_cycle_at = event.ts
             elif isinstance(event, Heartbeat):
                 self._last_beat = time.monotonic()
                 self._paused = event.paused
+            elif isinstance(event, EnforcerStopped):
+                self._stopped = True
 
     def mark_stopped(self) -> None:
         """The enforcer's loop has ended: /healthz answers 503 from now on."""

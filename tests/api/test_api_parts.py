@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from guard_app.api import ApiService, fan_out
+from guard_app.api import ApiService
 from guard_app.api.auth import BadTokenLimiter, TokenKeeper, new_token
 from guard_app.core.config import parse_config
 from guard_app.core.enforcer import Enforcer
@@ -158,7 +158,7 @@ async def _harness(world: World, interval: float = 60) -> AsyncIterator[Harness]
                           + f'\n[api]\nlisten = "127.0.0.1:{port}"\n')
     token = new_token()
     service = ApiService(config, world.data_dir, lambda: token, token, [])
-    enforcer = Enforcer(config, world.data_dir, observer=fan_out(*service.observers),
+    enforcer = Enforcer(config, world.data_dir, observers=service.observers,
                         broker_factory=make_broker)
     service.bind(enforcer)
     await service.start()
@@ -183,8 +183,7 @@ def test_healthz_is_503_once_the_enforcer_loop_has_ended(world: World) -> None:
 
             await h.until("healthz 200", healthy)
             h.enforcer.stop()
-            await run
-            h.service.view.mark_stopped()
+            await run  # EnforcerStopped: the view knows the loop is gone
             async with h.http.get(h.base + "/healthz") as r:
                 assert r.status == 503 and await r.json() == {"ok": False}
             status, doc = await h.get("/api/v1/status")
