@@ -113,6 +113,72 @@ def bench_api_kill_latency() -> dict[str, Any]:
             "post_answered_s": answered, "requests": dict(meter.requests)}
 
 
+def bench_rotation_lockout() -> float:
+    """Seconds from ``set_api_token`` (what ``api token --rotate`` does) to the first 401
+    for the old token, on a running API (in-memory keyring: the cadence, not D-Bus)."""
+    layout = [("r-spot", "alice", "spot", 1, 100)]
+    world = World(layout)
+    port = _free_port()
+    config = parse_config((world.tmp / "config.toml").read_text()
+                          + f'\n[api]\nlisten = "127.0.0.1:{port}"\n')
+    old = new_token()
+    world.secrets.set_api_token(old)
+    service = ApiService(config, world.data_dir, world.secrets.get_api_token, old, [])
+    enforcer = Enforcer(config, world.data_dir, world.secrets, observers=service.observers,
+                        broker_factory=CostMeter().factory)
+    service.bind(enforcer)
+
+    async def serve() -> None:
+        await service.start()
+        try:
+            await enforcer.run()
+        finally:
+            await service.stop()
+
+    def status(token: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+            answer = conn.getresponse()
+            answer.read()
+            return answer.status
+        finally:
+            conn.close()
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    try:
+        runner.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if status(old) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API never answered")
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        world.secrets.set_api_token(new_token())
+        while status(old) != 401:
+            if time.monotonic() - t0 > 10:
+                raise RuntimeError("the old token still works after 10 s")
+            time.sleep(0.01)
+        return time.monotonic() - t0
+    finally:
+        enforcer.stop()
+        runner.join(timeout=10)
+        world.close()
+
+
+def rotation_row() -> dict[str, Any]:
+    lockout = bench_rotation_lockout()
+    return {"benchmark": "API token rotation: old token refused after",
+            "measured": f"{lockout:.2f} s", "target": "< 1 s", "met": lockout < 1.0,
+            "value": lockout, "issue": 13}
+
+
 def row() -> dict[str, Any]:
     """The kill benchmark's "API" row."""
     kill = bench_api_kill_latency()
@@ -126,7 +192,7 @@ def row() -> dict[str, Any]:
 
 
 def main() -> int:
-    print(markdown([row()]))
+    print(markdown([row(), rotation_row()]))
     return 0
 
 

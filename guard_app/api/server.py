@@ -240,6 +240,9 @@ class ApiServer:
         except GuardError as exc:
             log.error("remote API: %s %s failed: %s", request.method, request.path, exc)
             return _error(500, f"could not complete the request: {exc}")
+        except Exception:  # a bug here must answer, and never stop the enforcer's loop
+            log.exception("remote API: %s %s failed unexpectedly", request.method, request.path)
+            return _error(500, "internal error in guard-app; see its log")
 
     # -- handlers ------------------------------------------------------------------
 
