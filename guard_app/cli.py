@@ -1,6 +1,7 @@
 """The ``guard-app`` command: the desktop app by default, headless subcommands otherwise.
 
-Contract (DESIGN.md): ``run [--once] [--api]``, ``api token [--rotate]``, ``status [--json]``, ``unwind USER [--yes|--off]``,
+Contract (docs/cli.md): ``run [--once] [--api]``, ``api token [--rotate]``,
+``status [--json]``, ``unwind USER [--yes|--off]``,
 ``keys set|delete ACCOUNT``, ``demo``, ``sim``; ``--config`` and ``--data-dir`` before or
 after the subcommand. Exit codes: 0 ok, 1 an account failed (``run --once``,
 ``status``) or a confirmation was declined, 2 bad usage or config.

@@ -1,6 +1,6 @@
 """The remote-control HTTP API (aiohttp.web), served from the enforcer's own loop.
 
-Endpoints and rules are the contract in DESIGN.md ("Remote control API"): every request
+Endpoints and rules are the contract in docs/api.md: every request
 but ``GET /healthz`` needs ``Authorization: Bearer <token>`` (checked first, whatever
 the path); errors are ``{"error": "one line"}``; bodies over 64 KiB are 413; repeated
 wrong tokens from one address get 429. No cookies, no CORS headers, no access log (a

@@ -156,7 +156,7 @@ sandbox = false              # ccxt set_sandbox_mode
 [users.alice]                # optional per-user caps across her accounts
 max_positions = 12
 """
-"""A complete, valid config file (the one in DESIGN.md), for docs and first-run help."""
+"""A complete, valid config file (the one in docs/config.md), for docs and first-run help."""
 
 MIN_INTERVAL_SECONDS = 1.0
 # Binance spot: a read costs about 24 of 6,000 weight per minute; at 1 s per account
