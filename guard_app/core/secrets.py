@@ -345,12 +345,12 @@ class SecretStore:
     API_TOKEN_USERNAME = "api-token"  # noqa: S105 - a keyring username, not a secret
 
     def get_api_token(self) -> str | None:
-        """The remote API's bearer token, or None when none was created."""
+        """The remote API's bearer token, or None when none was created (blocking: always
+        asks the keyring, so a rotation by another process is seen at the next call)."""
         backend = self._usable_backend()
-        try:
-            raw = backend.get_password(self.service, self.API_TOKEN_USERNAME)
-        except Exception as exc:
-            raise _translate(exc, "reading the API token") from None
+        with _GATE.lock:
+            raw = self._call(lambda: backend.get_password(self.service, self.API_TOKEN_USERNAME),
+                             "reading the API token")
         return raw or None
 
     def set_api_token(self, token: str) -> None:
@@ -359,9 +359,16 @@ class SecretStore:
             raise ValueError("the API token must not be empty")
         backend = self._usable_backend()
         try:
-            backend.set_password(self.service, self.API_TOKEN_USERNAME, token)
-        except Exception as exc:
-            raise _translate(exc, "storing the API token", token=token) from None
+            with _GATE.lock:
+                self._call(
+                    lambda: backend.set_password(self.service, self.API_TOKEN_USERNAME, token),
+                    "storing the API token",
+                )
+        except SecretStoreError as exc:
+            # Backends don't echo what they were given, but we don't rely on that.
+            if token in str(exc):
+                raise type(exc)(str(exc).replace(token, _HIDDEN)) from None
+            raise
 
     def check_available(self) -> None:
         """Raise SecretStoreError unless the keyring can be used right now (e.g. unlocked)."""
@@ -428,9 +435,7 @@ def _refusal(backend: KeyringBackend) -> str | None:
     return None
 
 
-def _translate(
-    exc: BaseException, doing: str, keys: ApiKeys | None = None, *, token: str | None = None
-) -> SecretStoreError:
+def _translate(exc: BaseException, doing: str, keys: ApiKeys | None = None) -> SecretStoreError:
     """One actionable SecretStoreError for a keyring failure, with no key material."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     if isinstance(exc, SecretStoreError):
@@ -443,8 +448,6 @@ def _translate(
     if isinstance(exc, keyring.errors.NoKeyringError):
         return KeyringUnavailableError(NO_KEYRING_MESSAGE)
     detail = _redact(f"{type(exc).__name__}: {exc}", keys)
-    if token:
-        detail = detail.replace(token, _HIDDEN)
     if names & {"SecretServiceNotAvailableException", "DBusErrorResponse"} or isinstance(
         exc, keyring.errors.InitError | OSError
     ):
