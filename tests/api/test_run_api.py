@@ -148,8 +148,12 @@ def test_every_status_code_of_the_contract(running: RunningGuard, trading_world:
     # nothing of the above changed a flag
     assert StateStore(trading_world.data_dir).flag("alice") is None
 
-    status = running.call("GET", "/api/v1/status", token=token)
+    status = running.call("GET", "/api/v1/status", token=token,
+                          headers={"Origin": "https://evil.example"})
     assert status.status == 200
+    assert "set-cookie" not in status.headers
+    assert not any(h.startswith("access-control-") for h in status.headers)
+    assert token not in status.text
     doc = status.json()
     assert set(doc) == {"users", "accounts", "enforcer"}
     assert set(doc["users"]) == {"alice", "bob"}
