@@ -448,8 +448,9 @@ class Enforcer:
         last_beat = 0.0
         while True:
             try:
-                if self.state.data_version() != self._data_version and self._refresh_flags():
-                    self.wake()
+                if (self.state.data_version() != self._data_version and self._refresh_flags()
+                        and self._wake_event is not None):
+                    self._wake_event.set()  # we are on the loop: no round trip via wake()
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT_SECONDS:
                     last_beat = now

@@ -96,16 +96,26 @@ class JournalObserver:
     # -- the send gate: order_sent before the order leaves ---------------------------
 
     def before_send(self, orders: Sequence[OrderPlaced]) -> None:
-        """Commit one durable ``order_sent`` per order; raises if that fails."""
+        """Commit one ``order_sent`` per order, all in one durable transaction (one disk
+        sync however many closes); raises if that fails."""
+        if not orders:
+            return
+        rows: list[tuple[str, str | None, str | None, int | None, dict[str, Any]]] = []
         for event in orders:
             pc = event.close
-            self._write(
-                "order_sent",
+            rows.append((
                 f"{pc.account_id}: market close {pc.position.symbol} {pc.position.amount:g}",
-                account_id=pc.account_id, user=pc.user, cycle_id=event.cycle_id,
-                data={"client_order_id": event.client_order_id, "symbol": pc.position.symbol,
-                      "side": pc.position.side.value, "amount": pc.position.amount},
-            )
+                pc.account_id, pc.user, event.cycle_id,
+                {"client_order_id": event.client_order_id, "symbol": pc.position.symbol,
+                 "side": pc.position.side.value, "amount": pc.position.amount},
+            ))
+        ts = time.time()
+        ids = self._state().journal_many("order_sent", rows, ts=ts)
+        if self._on_entry is not None:
+            for entry_id, (message, account_id, user, cycle_id, data) in zip(ids, rows,
+                                                                              strict=True):
+                self._on_entry(JournalEntry(entry_id, ts, "order_sent", message, account_id,
+                                            user, cycle_id, data))
 
     # -- everything else ---------------------------------------------------------------
 

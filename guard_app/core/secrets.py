@@ -235,8 +235,8 @@ class _KeyringGate:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
-        # (store identity, account id) -> (keys or None, monotonic time read)
-        self.cache: dict[tuple[str, str], tuple[ApiKeys | None, float]] = {}
+        # (service, backend, account id) -> (keys or None, monotonic time read)
+        self.cache: dict[tuple[str, str, str], tuple[ApiKeys | None, float]] = {}
 
     def executor(self) -> ThreadPoolExecutor:
         with self.lock:
@@ -262,7 +262,7 @@ class SecretStore:
     def __init__(self, service: str = SERVICE, backend: KeyringBackend | None = None) -> None:
         self.service = service
         self._backend = backend
-        self._identity = f"{service}\0{'default' if backend is None else id(backend)}"
+        self._backend_id = "default" if backend is None else str(id(backend))
 
     def __repr__(self) -> str:
         return f"SecretStore(service={self.service!r}, backend={self._backend_name()})"
@@ -277,7 +277,7 @@ class SecretStore:
                 f"reading the keys of {account_id}",
             )
             keys = None if raw is None else ApiKeys.from_json(raw, account_id)
-            _GATE.cache[(self._identity, account_id)] = (keys, time.monotonic())
+            _GATE.cache[(self.service, self._backend_id, account_id)] = (keys, time.monotonic())
         return keys
 
     async def aget(self, account_id: str) -> ApiKeys | None:
@@ -296,17 +296,17 @@ class SecretStore:
 
     def _cached(self, account_id: str) -> tuple[ApiKeys | None] | None:
         with _GATE.lock:
-            entry = _GATE.cache.get((self._identity, account_id))
+            entry = _GATE.cache.get((self.service, self._backend_id, account_id))
         if entry is None or time.monotonic() - entry[1] > KEYS_REREAD_SECONDS:
             return None
         return (entry[0],)
 
     def forget(self, account_id: str | None = None) -> None:
-        """Drop what was read (one account, or all): the next ``aget`` asks the keyring.
-        For a "keys changed" notice from elsewhere."""
+        """Drop what was read (one account, or all) by any store of this service: the
+        next ``aget`` asks the keyring. For a "keys changed" notice from elsewhere."""
         with _GATE.lock:
-            for key in [k for k in _GATE.cache if k[0] == self._identity
-                        and (account_id is None or k[1] == account_id)]:
+            for key in [k for k in _GATE.cache if k[0] == self.service
+                        and (account_id is None or k[2] == account_id)]:
                 del _GATE.cache[key]
 
     def set(self, account_id: str, keys: ApiKeys) -> None:
