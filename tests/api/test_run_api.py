@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,3 +324,24 @@ def test_tls_with_a_certificate_the_test_makes(
             call(guard.port, "GET", "/healthz", tls=ssl.create_default_context())
     finally:
         assert guard.stop() == 0
+
+
+def test_a_busy_port_or_a_missing_certificate_exits_2_naming_the_key(
+    trading_world: World, tmp_path: Path,
+) -> None:
+    make_token(trading_world)
+    sim = trading_world.sims[0]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", trading_world.api_port))  # type: ignore[attr-defined]
+        busy.listen()
+        result = trading_world.cli("run", "--api")
+    assert result.returncode == 2
+    assert "api.listen" in result.stderr and "Traceback" not in result.stderr
+    with trading_world.config_path.open("a") as f:
+        f.write(f"tls_cert = {json.dumps(str(tmp_path / 'nope.pem'))}\n"
+                f"tls_key = {json.dumps(str(tmp_path / 'nope.key'))}\n")
+    before = sim.exchange.requests_served
+    result = trading_world.cli("run", "--api")
+    assert result.returncode == 2
+    assert "api.tls_cert" in result.stderr and "Traceback" not in result.stderr
+    assert sim.exchange.requests_served == before
