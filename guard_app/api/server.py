@@ -153,12 +153,10 @@ class ApiServer:
         self._state = _StateThread(data_dir)
         self._runner: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
-        self.port: int | None = None
 
     @property
     def url(self) -> str:
-        host = f"[{self.api.host}]" if ":" in self.api.host else self.api.host
-        return f"{'https' if self.api.tls else 'http'}://{host}:{self.port or self.api.port}"
+        return self.api.url
 
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
@@ -186,9 +184,6 @@ class ApiServer:
                 f"({exc.strerror or exc}); pick another port or stop what uses it"
             ) from None
         self._runner = runner
-        sockets = [s for s in (runner.addresses or [])]
-        if sockets and isinstance(sockets[0], tuple):
-            self.port = int(sockets[0][1])
         self._refresh = asyncio.create_task(self._tokens.keep_fresh(), name="guard-api-token")
         log.info("remote API listening on %s (token from the OS keyring)", self.url)
 
