@@ -1,6 +1,7 @@
 """The ``guard-app`` command: the desktop app by default, headless subcommands otherwise.
 
-Contract (docs/cli.md): ``run [--once]``, ``status [--json]``, ``unwind USER [--yes|--off]``,
+Contract (docs/cli.md): ``run [--once] [--api]``, ``api token [--rotate]``,
+``status [--json]``, ``unwind USER [--yes|--off]``,
 ``keys set|delete ACCOUNT``, ``demo``, ``sim``; ``--config`` and ``--data-dir`` before or
 after the subcommand. Exit codes: 0 ok, 1 an account failed (``run --once``,
 ``status``) or a confirmation was declined, 2 bad usage or config.
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("demo", "open the app on a built-in simulated exchange")
     run = add("run", "run the enforcer without a window")
     run.add_argument("--once", action="store_true", help="one cycle, then exit (1 if any account failed)")
+    run.add_argument("--api", action="store_true",
+                     help="serve the remote API too (whatever [api] enabled says)")
     status = add("status", "read every account now: positions, caps, flags")
     status.add_argument("--json", action="store_true", help="one JSON object on stdout")
     unwind = add("unwind", "turn a user's forced unwind on (or off with --off)")
@@ -85,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         k = keys_sub.add_parser(action, help=text, description=text)
         _common(k, suppress=True)
         k.add_argument("account")
+    api = add("api", "the remote-control API")
+    api_sub = api.add_subparsers(dest="api_command", metavar="ACTION", required=True,
+                                 parser_class=_Parser)
+    token_help = "create the API token (printed once) or replace it with --rotate"  # noqa: S105
+    api_token = api_sub.add_parser("token", help=token_help, description=token_help)
+    _common(api_token, suppress=True)
+    api_token.add_argument("--rotate", action="store_true",
+                           help="replace the token; the old one stops working at once")
     sim = add("sim", "run the exchange simulator on 127.0.0.1")
     from guard_app.sim.cli import add_sim_arguments
 
@@ -140,13 +151,42 @@ def _open_state(args: argparse.Namespace) -> Any:
 # -- commands -------------------------------------------------------------------------
 
 
+def _api_service(args: argparse.Namespace, config: Any) -> Any:
+    """The remote API's service when it is on (``--api`` or ``[api] enabled``), else None.
+
+    No token stored is bad usage (exit 2), found before any account is read.
+    """
+    if args.once or not (args.api or config.api.enabled):
+        return None
+    from guard_app.api import ApiService
+    from guard_app.core.errors import SecretStoreError
+    from guard_app.core.secrets import SecretStore
+
+    store = SecretStore()
+    try:
+        token = store.get_api_token()
+        state = _open_state(args)
+        try:
+            active = sorted(state.forced_unwind_flags())
+        finally:
+            state.close()
+    except SecretStoreError as exc:
+        raise UsageError(f"the remote API can't read its token: {exc}") from None
+    if token is None:
+        raise UsageError("the remote API is on but no API token is stored: create one with "
+                         "'guard-app api token'")
+    return ApiService(config, _data_dir(args), store.get_api_token, token, active)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from guard_app.core.enforcer import Enforcer
     from guard_app.exchanges import make_broker
 
     config = _load_config(args)
     _open_state(args).close()  # a corrupt state database stops us here, loudly
-    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker)
+    api = _api_service(args, config)
+    enforcer = Enforcer(config, _data_dir(args), observers=api.observers if api else (),
+                        broker_factory=make_broker)
 
     async def main() -> int:
         if args.once:
@@ -158,7 +198,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, enforcer.stop)
-        await enforcer.run()
+        if api is not None:
+            from guard_app.api import ApiStartError
+
+            api.bind(enforcer)
+            try:
+                await api.start()
+            except ApiStartError as exc:
+                await enforcer.aclose()
+                raise UsageError(str(exc)) from None
+        try:
+            await enforcer.run()
+        finally:
+            if api is not None:
+                await api.stop()
         return EXIT_OK
 
     return asyncio.run(main())
@@ -288,6 +341,30 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    """``api token [--rotate]``: the token goes to stdout alone, once, and nowhere else."""
+    from guard_app.api.auth import new_token
+    from guard_app.core.errors import SecretStoreError
+    from guard_app.core.secrets import SecretStore
+
+    store = SecretStore()
+    try:
+        if store.get_api_token() is not None and not args.rotate:
+            raise UsageError("an API token exists already and was left as it is: "
+                             "'guard-app api token --rotate' replaces it")
+        token = new_token()
+        store.set_api_token(token)
+    except SecretStoreError as exc:
+        print(f"{APP_NAME}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(token, flush=True)
+    print(f"{APP_NAME}: API token {'replaced' if args.rotate else 'created'} and kept in the OS "
+          "keyring; it is shown only this once"
+          + ("; a running guard-app refuses the old one within a second" if args.rotate else ""),
+          file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_gui(args: argparse.Namespace, *, demo: bool = False) -> int:
     try:
         from guard_app.gui.app import run_app
@@ -324,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_unwind(args)
         if command == "keys":
             return cmd_keys(args)
+        if command == "api":
+            return cmd_api(args)
         if command == "sim":
             return cmd_sim(args)
         if command == "demo":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -72,12 +73,42 @@ class UserConfig:
         return Caps(self.max_positions, self.max_notional)
 
 
+API_DEFAULT_HOST = "127.0.0.1"
+API_DEFAULT_PORT = 8787
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The ``[api]`` table: the remote-control API (off unless enabled).
+
+    ``host`` is an IP literal (without brackets) or ``localhost``; a non-loopback host
+    is only accepted with both ``tls_cert`` and ``tls_key`` (checked by the loader).
+    """
+
+    enabled: bool = False
+    host: str = API_DEFAULT_HOST
+    port: int = API_DEFAULT_PORT
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def url(self) -> str:
+        """The base address a client uses, e.g. ``http://127.0.0.1:8787``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     enforcer: EnforcerConfig
     accounts: tuple[AccountConfig, ...]
     users: dict[str, UserConfig] = field(default_factory=dict)
     source: str = ""
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def user_names(self) -> list[str]:
@@ -132,7 +163,11 @@ MIN_INTERVAL_SECONDS = 1.0
 # that is 24 % of the IP's budget, which is as fast as we let anyone go.
 MIN_FAST_INTERVAL_SECONDS = 1.0
 
-_TOP_KEYS = ("enforcer", "accounts", "users")
+_TOP_KEYS = ("enforcer", "accounts", "users", "api")
+_API_KEYS = ("enabled", "listen", "tls_cert", "tls_key")
+# Keyring usernames the app keeps for itself (service ``guard-app``): no account may
+# use them as its id, or its keys would overwrite the API token.
+RESERVED_ACCOUNT_IDS = frozenset({"api-token"})
 _ENFORCER_KEYS = ("interval_seconds", "dry_run", "fast_interval_seconds")
 _ACCOUNT_KEYS = (
     "id",
@@ -307,6 +342,12 @@ def _parse_document(data: Mapping[str, Any], source: str) -> AppConfig:
                 f"duplicate account id {account.id!r} (already used by "
                 f"accounts[{first_index[account.id]}]); ids must be unique",
             )
+        if account.id in RESERVED_ACCOUNT_IDS:
+            raise ConfigError(
+                f"accounts[{index}].id",
+                f"{account.id!r} is reserved by guard-app (keyring entry of the API token); "
+                "choose another id",
+            )
         first_index[account.id] = index
         accounts.append(account)
 
@@ -315,7 +356,77 @@ def _parse_document(data: Mapping[str, Any], source: str) -> AppConfig:
         raise ConfigError("users", f"must be tables [users.NAME], not {_type_name(raw_users)}")
     users = {name: validate_user(name, table) for name, table in raw_users.items()}
 
-    return AppConfig(enforcer=enforcer, accounts=tuple(accounts), users=users, source=source)
+    api = parse_api_table(data.get("api", {}))
+    return AppConfig(
+        enforcer=enforcer, accounts=tuple(accounts), users=users, source=source, api=api
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1: addresses only this machine reaches."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(value: object, key: str = "api.listen") -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); HOST an IP literal (``[::1]`` for IPv6) or localhost."""
+    text = _string(value, key).strip()
+    shape = "use HOST:PORT, like 127.0.0.1:8787 or [::1]:8787"
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(key, f"{text!r} is not an address: {shape}")
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError(host)
+        except ValueError:
+            raise ConfigError(key, f"{host!r} in brackets is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(key, f"{text!r} is not an address: {shape}")
+        if host.lower() != "localhost":
+            try:
+                if ipaddress.ip_address(host).version != 4:
+                    raise ValueError(host)
+            except ValueError:
+                raise ConfigError(
+                    key, f"{host!r} is not an IP address or localhost (write IPv6 as [::1]:PORT)"
+                ) from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(key, f"port {port_text!r} is not a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def parse_api_table(data: object) -> ApiConfig:
+    """Validate the ``[api]`` table; refuses a non-loopback ``listen`` without TLS."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("api", f"must be a table [api], not {_type_name(data)}")
+    _reject_unknown(data, _API_KEYS, "api")
+    enabled = _bool(data.get("enabled", False), "api.enabled")
+    host, port = API_DEFAULT_HOST, API_DEFAULT_PORT
+    if "listen" in data:
+        host, port = parse_listen(data["listen"])
+    paths: dict[str, Path | None] = {}
+    for name in ("tls_cert", "tls_key"):
+        raw = data.get(name)
+        paths[name] = None if raw is None else Path(_string(raw, f"api.{name}")).expanduser()
+    cert, key = paths["tls_cert"], paths["tls_key"]
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise ConfigError(f"api.{missing}", "TLS needs both tls_cert and tls_key: add it, "
+                          "or remove the other one")
+    if cert is None and not is_loopback_host(host):
+        raise ConfigError(
+            "api.listen",
+            f"{host} is reachable from other machines: the API only listens there with TLS "
+            "(set api.tls_cert and api.tls_key), otherwise use 127.0.0.1",
+        )
+    return ApiConfig(enabled=enabled, host=host, port=port, tls_cert=cert, tls_key=key)
 
 
 # ---- value checks: each returns the clean value or raises ConfigError(key, ...) ----

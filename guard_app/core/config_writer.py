@@ -176,6 +176,15 @@ class ConfigDocument:
             elif _plain(table.get(key)) != values[key]:
                 table[key] = values[key]
 
+    def set_api_enabled(self, enabled: bool) -> None:
+        """Set ``[api] enabled``, creating the table (other ``[api]`` keys are kept)."""
+        api = self._doc.get("api")
+        if not isinstance(api, Table):
+            api = tomlkit.table()
+            self._doc.append("api", api)
+        if _plain(api.get("enabled")) != enabled:
+            api["enabled"] = enabled
+
     # ---- validating and saving ----
 
     def validate(self) -> AppConfig:

@@ -2,7 +2,8 @@
 
 Layout (a contract other tools rely on): service ``guard-app``, username = account id,
 password = a JSON object ``{"apiKey": ..., "secret": ..., "password": ...}`` with
-``password`` only where the exchange needs one.
+``password`` only where the exchange needs one. The remote API's bearer token is the
+entry with username ``api-token`` (password = the token itself).
 
 There is never a plaintext fallback: keyring's ``fail``/``null`` backends and the
 file-based backends of ``keyrings.alt`` are refused with an error saying how to get a
@@ -338,6 +339,36 @@ class SecretStore:
         with _GATE.lock:
             self.forget(account_id)
             return self._call(remove, f"deleting the keys of {account_id}")
+
+    # ---- the remote API's bearer token (username ``api-token``) ----
+
+    API_TOKEN_USERNAME = "api-token"  # noqa: S105 - a keyring username, not a secret
+
+    def get_api_token(self) -> str | None:
+        """The remote API's bearer token, or None when none was created (blocking: always
+        asks the keyring, so a rotation by another process is seen at the next call)."""
+        backend = self._usable_backend()
+        with _GATE.lock:
+            raw = self._call(lambda: backend.get_password(self.service, self.API_TOKEN_USERNAME),
+                             "reading the API token")
+        return raw or None
+
+    def set_api_token(self, token: str) -> None:
+        """Store (or replace) the remote API's bearer token."""
+        if not token:
+            raise ValueError("the API token must not be empty")
+        backend = self._usable_backend()
+        try:
+            with _GATE.lock:
+                self._call(
+                    lambda: backend.set_password(self.service, self.API_TOKEN_USERNAME, token),
+                    "storing the API token",
+                )
+        except SecretStoreError as exc:
+            # Backends don't echo what they were given, but we don't rely on that.
+            if token in str(exc):
+                raise type(exc)(str(exc).replace(token, _HIDDEN)) from None
+            raise
 
     def check_available(self) -> None:
         """Raise SecretStoreError unless the keyring can be used right now (e.g. unlocked)."""

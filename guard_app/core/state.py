@@ -355,14 +355,21 @@ class StateStore:
     # --- forced unwind --------------------------------------------------------------
 
     def set_forced_unwind(
-        self, user: str, active: bool, *, by: str, reason: str = ""
+        self,
+        user: str,
+        active: bool,
+        *,
+        by: str,
+        reason: str = "",
+        data: Mapping[str, Any] | None = None,
     ) -> UnwindFlag:
         """Turn a user's forced unwind on or off; returns the flag as it now stands.
 
         Idempotent: setting the state it already has changes nothing (the original
         ``since``/``by``/``reason`` stay and nothing is journaled). Turning off a
         flag that was never set writes nothing and returns an inactive flag.
-        Committed with synchronous=FULL before returning.
+        Committed with synchronous=FULL before returning. ``data`` adds detail to the
+        journal entry (the API puts the client's ``address`` there).
         """
         if not user:
             raise ValueError("forced unwind needs a user name")
@@ -397,7 +404,7 @@ class StateStore:
             )
             self._insert_entry(
                 db, now, f"unwind_{verb}", message, None, user, None,
-                {"by": by, "reason": reason},
+                {**(data or {}), "by": by, "reason": reason},
             )
             return flag
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,7 @@ from guard_app.core.config import AppConfig
 from guard_app.core.events import CycleFinished, EnforcerEvent, Heartbeat, Observer
 from guard_app.core.secrets import SecretStore
 from guard_app.core.state import StateStore, UnwindFlag
+from guard_app.gui.api_panel import LoopCompanion, run_with_companions, with_companion_observers
 
 if TYPE_CHECKING:
     # Imported in the worker thread instead: ccxt takes about a second to import and
@@ -60,9 +61,15 @@ class _Worker(QThread):
     event_ready = Signal(object)  # emitted on the worker thread; queued to the host
     failed = Signal(int, str)  # generation, one-line reason
 
-    def __init__(self, generation: int, make: Callable[[Observer], Enforcer] | None) -> None:
+    def __init__(
+        self,
+        generation: int,
+        make: Callable[[Observer], Enforcer] | None,
+        companions: Sequence[LoopCompanion] = (),
+    ) -> None:
         super().__init__()
         self.generation = generation
+        self.companions = tuple(companions)  # run on this loop next to the enforcer
         # Builds the enforcer on the worker thread: importing it loads ccxt (about a
         # second), which must not delay the window.
         self.make = make
@@ -103,7 +110,7 @@ class _Worker(QThread):
         self.last_beat = time.monotonic()
         reason: str | None = None
         try:
-            loop.run_until_complete(enforcer.run())
+            loop.run_until_complete(run_with_companions(enforcer, self.companions))
             if not self.stopping:
                 reason = "the enforcer loop ended without being asked to stop"
         except BaseException as exc:  # noqa: BLE001 - any death of the thread is reported
@@ -156,8 +163,11 @@ class EnforcerHost(QObject):
         stall_after: float = 15.0,
         restart_backoff: float = 1.0,
         enforcer_factory: EnforcerFactory | None = None,
+        companions: Sequence[LoopCompanion] = (),
     ) -> None:
         super().__init__(parent)
+        # Run on the enforcer's loop next to it (the remote API): see gui/api_panel.py.
+        self._companions = tuple(companions)
         self._config = config
         self._data_dir = Path(data_dir)
         self._secrets = secrets
@@ -218,7 +228,7 @@ class EnforcerHost(QObject):
         if self._worker is not None and self._worker.isRunning() and not self._worker.stopping:
             return
         self._generation += 1
-        worker = _Worker(self._generation, self._make_enforcer)
+        worker = _Worker(self._generation, self._make_enforcer, self._companions)
         worker.event_ready.connect(self._on_worker_event, Qt.ConnectionType.QueuedConnection)
         worker.failed.connect(self._on_worker_failed, Qt.ConnectionType.QueuedConnection)
         self._worker = worker
@@ -327,6 +337,7 @@ class EnforcerHost(QObject):
         """Runs on the worker thread. Commands that arrived while it was being built
         are caught up with at the end (the host's fields always hold the latest)."""
         config = self._config
+        observer = with_companion_observers(observer, self._companions)
         enforcer = self._factory(config, self._data_dir, self._secrets, observer)
         if self._paused:
             enforcer.pause()
