@@ -231,11 +231,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     statuses = asyncio.run(read_all(config, SecretStore(), make_broker))
     doc = status_document(config, flags, statuses)
+    _add_limitations(doc)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         _print_status(doc)
     return EXIT_FAILED if any(a["error"] for a in doc["accounts"]) else EXIT_OK
+
+
+def _add_limitations(doc: dict[str, Any]) -> None:
+    """Say plainly, per account, what guard-app cannot do on that exchange (additive
+    ``limitations`` field of status --json): better read now than found on a bad day."""
+    from guard_app.exchanges.catalog import describe_capabilities
+
+    for account in doc["accounts"]:
+        caps = describe_capabilities(account["exchange"], account["market"])
+        account["limitations"] = list(caps.problems)
 
 
 def _print_status(doc: dict[str, Any]) -> None:
@@ -260,6 +271,9 @@ def _print_status(doc: dict[str, Any]) -> None:
                 print(f"      {d['symbol']:<18} dust  {d['amount']:>14g}  ({d['reason']})")
             for d in a["unpriced"]:
                 print(f"      {d['symbol']:<18} unpriced {d['amount']:>11g}  ({d['reason']})")
+        for a in (a for a in doc["accounts"] if a["user"] == user):
+            for problem in a.get("limitations", ()):
+                print(f"  {a['id']:<28} note: {problem}")
 
 
 def cmd_unwind(args: argparse.Namespace) -> int:

@@ -220,3 +220,15 @@ def test_keys_set_rejects_bad_input_without_echoing_it(world: World) -> None:
     assert world.secrets.get("k-spot") is None
     unknown = world.cli("keys", "set", "nobody", input="{}")
     assert unknown.returncode == 2 and "nobody" in unknown.stderr
+
+
+def test_status_says_plainly_what_an_exchange_cannot_do(world: World) -> None:
+    # coinspot has no fetchOpenOrders in ccxt: a kill switch there can't cancel orders.
+    # The account is never reached (no keys): the limitation is known without a request.
+    world.write_config([{"id": "c-spot", "user": "carol", "exchange": "coinspot",
+                         "market": "spot", "quote": "AUD", "max_positions": 3}])
+    result = world.cli("status", "--json")
+    (account,) = json.loads(result.stdout)["accounts"]
+    assert any("cannot list open orders" in p for p in account["limitations"])
+    text = world.cli("status")
+    assert "c-spot" in text.stdout and "note: coinspot cannot list open orders" in text.stdout
