@@ -27,8 +27,9 @@ demo: system-demo install
 
 lint: install
 	$(BIN)/ruff check guard_app tests benchmarks
-	$(BIN)/mypy guard_app/core
+	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/vulture guard_app tests benchmarks vulture_allow.py --min-confidence 60
 
 pytest: install
 	scripts/with-keyring.sh $(BIN)/python -m pytest -q -m "not soak"

@@ -374,7 +374,8 @@ class Broker:
         if c.session is not None or not getattr(c, "own_session", True):
             return
         c.open()  # ccxt's own SSL context, loop and proxies
-        created, connector = c.session, c.tcp_connector
+        created: Any = getattr(c, "session", None)  # open() just set it (mypy can't know)
+        connector: Any = getattr(c, "tcp_connector", None)
         c.tcp_connector = aiohttp.TCPConnector(
             ssl=c.ssl_context, enable_cleanup_closed=True, keepalive_timeout=KEEPALIVE_SECONDS,
         )

@@ -85,7 +85,7 @@ def run_sim(args: argparse.Namespace, stop_event: threading.Event | None = None)
         strategy = SimStrategy(server.exchange, interval=getattr(args, "strategy_interval", 5.0),
                                seed=getattr(args, "seed", 0)).start()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     previous = {}
