@@ -29,6 +29,25 @@ class EnforcerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``[state]``: where flags and the journal live (docs/desk.md).
+
+    ``url`` None: the SQLite file in the data dir. A ``postgresql://`` URL: one
+    database shared by a desk. ``lease_seconds``: how long an enforcer's hold on an
+    account lasts without renewal (renewed every third of it); a dead or frozen
+    enforcer's accounts are taken over after at most about ``lease_seconds`` plus one
+    renewal, so the default 3 s meets the 5 s takeover promise.
+    """
+
+    url: str | None = None
+    lease_seconds: float = 3.0
+
+    @property
+    def renew_seconds(self) -> float:
+        return self.lease_seconds / 3
+
+
+@dataclass(frozen=True, slots=True)
 class AccountConfig:
     id: str
     user: str
@@ -64,6 +83,7 @@ class AppConfig:
     accounts: tuple[AccountConfig, ...]
     users: dict[str, UserConfig] = field(default_factory=dict)
     source: str = ""
+    state: StateConfig = field(default_factory=StateConfig)
 
     @property
     def user_names(self) -> list[str]:
@@ -114,7 +134,7 @@ max_positions = 12
 
 MIN_INTERVAL_SECONDS = 1.0
 
-_TOP_KEYS = ("enforcer", "accounts", "users")
+_TOP_KEYS = ("enforcer", "accounts", "users", "state")
 _ENFORCER_KEYS = ("interval_seconds", "dry_run")
 _ACCOUNT_KEYS = (
     "id",
@@ -291,7 +311,64 @@ def _parse_document(data: Mapping[str, Any], source: str) -> AppConfig:
         raise ConfigError("users", f"must be tables [users.NAME], not {_type_name(raw_users)}")
     users = {name: validate_user(name, table) for name, table in raw_users.items()}
 
-    return AppConfig(enforcer=enforcer, accounts=tuple(accounts), users=users, source=source)
+    state = validate_state(data.get("state", {}))
+    return AppConfig(enforcer=enforcer, accounts=tuple(accounts), users=users, source=source,
+                     state=state)
+
+
+_STATE_KEYS = ("url", "lease_seconds")
+_STATE_SCHEMES = ("postgresql", "postgres")
+MIN_LEASE_SECONDS = 0.3
+MAX_LEASE_SECONDS = 60.0
+
+
+def validate_state(data: object) -> StateConfig:
+    """Validate the ``[state]`` table: the desk database's URL and the lease length.
+
+    The URL may not carry a password (it would sit in a plain file): libpq's
+    PGPASSWORD / ~/.pgpass or the keyring (``guard-app state password``) hold it.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("state", f"must be a table [state], not {_type_name(data)}")
+    _reject_unknown(data, _STATE_KEYS, "state")
+    url: str | None = None
+    if "url" in data:
+        url = _string(data["url"], "state.url")
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigError("state.url", f"not a valid URL ({exc})") from None
+        if parts.scheme not in _STATE_SCHEMES:
+            raise ConfigError(
+                "state.url",
+                f"must be a postgresql:// URL (got {parts.scheme or 'no'} scheme); leave "
+                "[state] out to keep the state in the data dir",
+            )
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ConfigError(
+                "state.url",
+                "must not contain a password; store it with 'guard-app state password' "
+                "(or use PGPASSWORD / ~/.pgpass) and write the URL without it",
+            )
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            raise ConfigError(
+                "state.url",
+                "PostgreSQL support is not installed; install it with "
+                "pip install 'guard-app[postgres]'",
+            )
+    lease = _number(data.get("lease_seconds", 3.0), "state.lease_seconds")
+    if not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS:
+        raise ConfigError(
+            "state.lease_seconds",
+            f"must be between {MIN_LEASE_SECONDS:g} and {MAX_LEASE_SECONDS:g} seconds, "
+            f"got {lease:g}",
+        )
+    return StateConfig(url=url, lease_seconds=lease)
 
 
 # ---- value checks: each returns the clean value or raises ConfigError(key, ...) ----

@@ -61,7 +61,7 @@ from guard_app.core.models import AccountSnapshot, Caps, CloseReason, OrderResul
 from guard_app.core.policy import describe_plan, describe_user_plan, plan_closes
 from guard_app.core.ports import BrokerFactory, BrokerPort
 from guard_app.core.secrets import ApiKeys, SecretStore
-from guard_app.core.state import StateStore
+from guard_app.core.state import StateStore, open_state
 
 log = logging.getLogger("guard_app.enforcer")
 
@@ -203,7 +203,7 @@ class Enforcer:
     def state(self) -> StateStore:
         """The enforcer's own connection to the state database (its thread only)."""
         if self._state is None:
-            self._state = StateStore(self._data_dir)
+            self._state = open_state(self._data_dir, self._config.state, self._secrets)
         return self._state
 
     def _emit(self, event: EnforcerEvent) -> None:

@@ -173,6 +173,27 @@ class SecretStore:
             raise _translate(exc, f"deleting the keys of {account_id}") from None
         return deleted
 
+    #: Keyring username of the desk database's password (``guard-app state password``).
+    STATE_DB_USERNAME = "state-db"
+
+    def state_password(self) -> str | None:
+        """The shared state database's password, or None when none is stored."""
+        backend = self._usable_backend()
+        try:
+            return backend.get_password(self.service, self.STATE_DB_USERNAME)
+        except Exception as exc:
+            raise _translate(exc, "reading the state database password") from None
+
+    def set_state_password(self, password: str) -> None:
+        """Store (or replace) the shared state database's password."""
+        if not password:
+            raise ValueError("the state database password must not be empty")
+        backend = self._usable_backend()
+        try:
+            backend.set_password(self.service, self.STATE_DB_USERNAME, password)
+        except Exception as exc:
+            raise _translate(exc, "storing the state database password") from None
+
     def check_available(self) -> None:
         """Raise SecretStoreError unless the keyring can be used right now (e.g. unlocked)."""
         backend = self._usable_backend()
