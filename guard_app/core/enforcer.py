@@ -11,8 +11,12 @@ concurrently, asks the pure policy what to close, and closes it:
   rate limits park that exchange for as long as it asked; a refused key parks the
   account until its keys change (or a slow retry);
 * a forced-unwind flag changed by any process (the window, the tray, ``guard-app
-  unwind`` in a terminal) is seen within a fraction of a second through SQLite's
-  ``data_version`` and wakes the loop at once.
+  unwind`` in a terminal) is seen within a fraction of a second through the store's
+  ``data_version`` (SQLite's own; on PostgreSQL a counter LISTEN/NOTIFY bumps) and
+  wakes the loop at once;
+* with other enforcers on the same state (a desk), it acts only on the accounts whose
+  lease it holds (core/state/leases.py): renewed from this loop, checked before
+  every order.
 
 Nothing here blocks the loop for long: keyring reads run in a worker thread.
 Thread-safe entry points for other threads: ``wake``, ``stop``, ``pause``, ``resume``,
@@ -62,6 +66,7 @@ from guard_app.core.policy import describe_plan, describe_user_plan, plan_closes
 from guard_app.core.ports import BrokerFactory, BrokerPort
 from guard_app.core.secrets import ApiKeys, SecretStore
 from guard_app.core.state import StateStore, open_state
+from guard_app.core.state.leases import LeaseKeeper
 
 log = logging.getLogger("guard_app.enforcer")
 
@@ -152,6 +157,8 @@ class Enforcer:
         self._forced: dict[str, Any] = {}
         self._data_version: int | None = None
         self._next_cycle_at = 0.0
+        # Active/standby per account (a desk): act only on accounts whose lease we hold.
+        self._leases = LeaseKeeper(config.state.lease_seconds)
 
     # -- thread-safe controls -----------------------------------------------------
 
@@ -248,6 +255,14 @@ class Enforcer:
             runtime = self._accounts[account.id] = AccountRuntime(account)
         return runtime
 
+    def enforced_by(self, account_id: str) -> str | None:
+        """``HOST:PID`` of the enforcer acting on the account (this one or another)."""
+        return self._leases.enforced_by(account_id)
+
+    def _renew_leases(self) -> None:
+        if self._leases.renew(self.state, [a.id for a in self._config.accounts]):
+            self.wake()  # accounts taken over: enforce them now, not at the next interval
+
     def _read_flags(self) -> dict[str, Any]:
         return dict(self.state.forced_unwind_flags())
 
@@ -269,6 +284,7 @@ class Enforcer:
             if self._stop_requested:
                 self._stop_event.set()
         watcher = asyncio.create_task(self._watch_flags(), name="guard-flag-watcher")
+        leases = asyncio.create_task(self._keep_leases(), name="guard-leases")
         log.info(
             "enforcer started: %d accounts, every %g s%s",
             len(self._config.accounts),
@@ -292,9 +308,10 @@ class Enforcer:
                     break
                 await self._sleep_until_next_cycle()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, leases):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.aclose()
             log.info("enforcer stopped")
 
@@ -351,6 +368,17 @@ class Enforcer:
                 log.exception("could not read forced-unwind flags; trying again")
             await asyncio.sleep(FLAG_POLL_SECONDS)
 
+    async def _keep_leases(self) -> None:
+        """Renew the leases from this very loop: a loop that freezes loses them."""
+        while True:
+            try:
+                self._renew_leases()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not renew the account leases; trying again")
+            await asyncio.sleep(self._leases.renew_seconds)
+
     async def aclose(self) -> None:
         """Close every exchange session and the state database."""
         for runtime in self._accounts.values():
@@ -358,6 +386,7 @@ class Enforcer:
                 await runtime.broker.aclose()
                 runtime.broker = None
         if self._state is not None:
+            self._leases.release(self._state)
             self._state.close()
             self._state = None
 
@@ -374,6 +403,8 @@ class Enforcer:
         config = self._config
         cycle_id = self.state.next_cycle_id()
         report = CycleReport(cycle_id)
+        if self._leases.due():  # first cycle, or `run --once`
+            self._renew_leases()
         self._forced = self._read_flags()
         self._data_version = self.state.data_version()
         forced = set(self._forced)
@@ -473,6 +504,8 @@ class Enforcer:
     ) -> tuple[AccountSnapshot | None, dict[tuple[str, str, str], bool]]:
         """Read one account and enforce its own caps / forced unwind. Never raises."""
         runtime = self._runtime(account)
+        if not self._leases.holds(account.id):
+            return None, {}  # another enforcer holds this account (standby here)
         if runtime.lock.locked():
             return None, {}  # a cycle for this account is still running: never two at once
         async with runtime.lock:
@@ -632,6 +665,11 @@ class Enforcer:
             return {pc.key: False for pc in plan}
         broker = runtime.broker
         if broker is None:  # keys removed since the read: nothing can be sent
+            return {pc.key: False for pc in plan}
+        if not self._leases.confirm(self.state, [a.id for a in self._config.accounts],
+                                    account.id):
+            log.warning("%s: lease lost before sending %d closes; not sent (%s acts on it)",
+                        account.id, len(plan), self.enforced_by(account.id) or "another enforcer")
             return {pc.key: False for pc in plan}
         for pc, cid in zip(plan, ids, strict=True):
             self._journal(
