@@ -417,7 +417,8 @@ class Enforcer:
         )
         users: dict[str, list[AccountConfig]] = {}
         for account in config.accounts:
-            users.setdefault(account.user, []).append(account)
+            if self._leases.holds(account.id):  # the others are another enforcer's to act on
+                users.setdefault(account.user, []).append(account)
         await asyncio.gather(
             *(self._enforce_user(cycle_id, user, accounts, forced, report)
               for user, accounts in users.items())

@@ -11,7 +11,9 @@ renewal is older than one renewal period, so a loop that froze mid-cycle never s
 an order for an account it has lost.
 
 The state database unreachable: the keeper keeps the accounts it held (enforcing
-them with the flags last seen is safer than enforcing nothing) and takes no new ones.
+them with the flags last seen is safer than enforcing nothing) and takes no new ones;
+for one lease length after the database is back it only renews what it held, so the
+former holders (whose leases ran out meanwhile) get their accounts back first.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class LeaseKeeper:
         self._holders: dict[str, str] = {}
         self._renewed_at: float | None = None  # monotonic, taken before the renewal call
         self._store_ok = True
+        # After the store was unreachable, only renew for one lease length: the former
+        # holders reconnect and renew first, so accounts don't change hands needlessly.
+        self._renew_only_until = 0.0
 
     @property
     def renew_seconds(self) -> float:
@@ -53,8 +58,10 @@ class LeaseKeeper:
     def renew(self, store: StateStore, account_ids: Sequence[str]) -> set[str]:
         """Take free accounts and renew held ones; returns the accounts just gained."""
         started = time.monotonic()
+        only_held = not self._store_ok or started < self._renew_only_until
+        wanted = [a for a in account_ids if a in self._held] if only_held else account_ids
         try:
-            held = store.acquire_leases(self.holder, account_ids, self.lease_seconds)
+            held = store.acquire_leases(self.holder, wanted, self.lease_seconds)
             holders = store.lease_holders()
         except StateUnavailableError:
             self._store_ok = False  # the store logs it (once a minute); keep what we held
@@ -63,6 +70,10 @@ class LeaseKeeper:
             self._store_ok = False
             log.error("could not renew the account leases: %s; keeping the accounts held", exc)
             return set()
+        if not self._store_ok:
+            self._renew_only_until = started + self.lease_seconds
+            log.info("state database back: renewed %d of the accounts held; taking no others "
+                     "for %g s", len(held), self.lease_seconds)
         self._store_ok = True
         self._renewed_at = started
         gained, lost = held - self._held, self._held - held
