@@ -23,12 +23,17 @@ import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+__all__ = ["JournalEntry", "Metrics", "StateDump", "StateStore", "StateUnavailableError",
+           "UnwindFlag", "holder_name"]
+
 from guard_app.core.errors import StateError
+from guard_app.core.models import JournalEntry, UnwindFlag
+from guard_app.core.secrets import is_credential_key
 
 JOURNAL_KINDS = frozenset(
     {
@@ -47,6 +52,8 @@ JOURNAL_KINDS = frozenset(
         "intervention",
         "unwind_progress",
         "order_skipped",
+        "orders_cancelled",
+        "unwind_round",
     }
 )
 
@@ -54,8 +61,6 @@ JOURNAL_KINDS = frozenset(
 # let a retry close the same position twice.
 DURABLE_KINDS = frozenset({"order_sent", "unwind_on", "unwind_off"})
 
-# Normalised (lower case, no '_' or '-') names of keys that would hold credentials.
-_SECRET_KEYS = frozenset({"apikey", "secret", "password", "privatekey"})
 
 
 class StateUnavailableError(StateError):
@@ -64,35 +69,6 @@ class StateUnavailableError(StateError):
     Raised only by stores that can lose their server (PostgreSQL); the enforcer keeps
     enforcing the accounts it held, with the flags it last saw.
     """
-
-
-@dataclass(frozen=True)
-class UnwindFlag:
-    """A user's forced-unwind switch: on until a person turns it off.
-
-    ``since`` is when it last changed (ISO-8601 UTC, ``Z``); ``by`` says who or what
-    changed it (``gui``, ``tray``, ``cli``).
-    """
-
-    user: str
-    active: bool
-    since: str
-    by: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """One line of the audit journal. ``ts`` is wall-clock seconds since the epoch."""
-
-    id: int
-    ts: float
-    kind: str
-    message: str
-    account_id: str | None
-    user: str | None
-    cycle_id: int | None
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,8 +113,7 @@ def check_no_secrets(value: Any, where: str = "data") -> None:
     """Raise ValueError if ``value`` holds a key named like a credential."""
     if isinstance(value, Mapping):
         for key, inner in value.items():
-            name = str(key).lower().replace("_", "").replace("-", "")
-            if name in _SECRET_KEYS:
+            if is_credential_key(key):
                 raise ValueError(
                     f"journal {where} may not contain a key named {key!r}: "
                     "credentials never go in the journal"

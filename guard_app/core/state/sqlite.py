@@ -31,6 +31,10 @@ Journal kinds written by the enforcer (``data`` is a small JSON object):
   :meth:`StateStore.set_forced_unwind` itself).
 - ``intervention``: one per account and cycle in which close orders were placed; the
   ``interventions`` metric counts these.
+- ``orders_cancelled`` / ``unwind_round``: the kill switch cancelled an account's open
+  orders / one close-and-re-read round of a forced unwind (DESIGN rule 12).
+
+The enforcer's entries are written by ``core/journal.py`` (JournalObserver).
 
 The journal is an audit trail a trader may share: it must never hold API keys.
 :meth:`StateStore.journal` refuses data with keys named like ``apiKey``, ``secret``
