@@ -1,0 +1,95 @@
+"""Leases as the enforcer uses them: renewed by its own loop, lost when that loop freezes,
+checked before every order; on both stores."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from guard_app.core.config import parse_config
+from guard_app.core.enforcer import Enforcer
+from guard_app.core.state import StateStore, open_state
+from guard_app.core.state.leases import LeaseKeeper
+from guard_app.exchanges import make_broker
+from tests.fixtures.postgres_fixtures import PostgresServer
+
+LEASE = 0.6
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_toml(request: pytest.FixtureRequest, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> str:
+    """The [state] table of a config on one of the two stores."""
+    if request.param == "sqlite":
+        return f"[state]\nlease_seconds = {LEASE}\n"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    monkeypatch.setenv("PGPASSWORD", server.env()["PGPASSWORD"])
+    return f'[state]\nurl = "{server.create_database()}"\nlease_seconds = {LEASE}\n'
+
+
+@pytest.fixture
+def other_store(tmp_path: Path, state_toml: str) -> Iterator[StateStore]:
+    store = open_state(tmp_path / "data", parse_config(state_toml).state)
+    yield store
+    store.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_holder_that_stops_renewing_loses_and_never_sends(other_store: StateStore) -> None:
+    frozen = LeaseKeeper(LEASE, holder="frozen:1")
+    standby = LeaseKeeper(LEASE, holder="standby:2")
+    accounts = ["a1", "a2"]
+    assert frozen.renew(other_store, accounts) == {"a1", "a2"}
+    assert standby.renew(other_store, accounts) == set()
+    assert standby.enforced_by("a1") == "frozen:1"
+    # The frozen holder stops renewing; the standby keeps trying and takes over.
+    wait_for(lambda: standby.renew(other_store, accounts) == {"a1", "a2"})
+    assert not frozen.holds("a1")
+    # The check before an order renews first and finds the account gone.
+    assert not frozen.confirm(other_store, accounts, "a1")
+    assert frozen.enforced_by("a1") == "standby:2"
+    assert standby.confirm(other_store, accounts, "a1")
+
+
+def test_a_frozen_enforcer_loop_loses_its_accounts(tmp_path: Path, state_toml: str,
+                                                    other_store: StateStore) -> None:
+    config = parse_config(
+        "[enforcer]\ninterval_seconds = 60\n"
+        '[[accounts]]\nid = "fz-spot"\nuser = "fz"\nexchange = "binance"\nmax_positions = 3\n'
+        + state_toml
+    )
+    enforcer = Enforcer(config, tmp_path / "data", broker_factory=make_broker)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_until_complete, args=(enforcer.run(),))
+    runner.start()
+    try:
+        me = enforcer._leases.holder
+        wait_for(lambda: other_store.lease_holders().get("fz-spot") == me)
+        # Healthy: a standby gets nothing, however often it asks.
+        for _ in range(5):
+            assert other_store.acquire_leases("standby:9", ["fz-spot"], LEASE) == set()
+            time.sleep(LEASE / 3)
+        # Freeze the enforcer's loop: it can't renew, so the standby takes over.
+        unfreeze = threading.Event()
+        loop.call_soon_threadsafe(unfreeze.wait, 30)
+        wait_for(lambda: other_store.acquire_leases("standby:9", ["fz-spot"], 60) == {"fz-spot"})
+        unfreeze.set()
+        # Thawed, it finds the account held by the standby and leaves it alone.
+        wait_for(lambda: enforcer.enforced_by("fz-spot") == "standby:9")
+        assert other_store.lease_holders() == {"fz-spot": "standby:9"}
+    finally:
+        enforcer.stop()
+        runner.join(timeout=30)
+        loop.close()
+    assert not runner.is_alive()
