@@ -229,6 +229,8 @@ def cmd_unwind(args: argparse.Namespace) -> int:
     if user not in config.user_names:
         known = ", ".join(config.user_names) or "none configured"
         raise UsageError(f"unknown user {user!r} (users: {known})")
+    from guard_app.core.errors import StateError
+
     accounts = [a.id for a in config.accounts_of(user)]
     state = _open_state(args, config)
     try:
@@ -250,6 +252,9 @@ def cmd_unwind(args: argparse.Namespace) -> int:
                 print("Not confirmed: nothing changed.")
                 return EXIT_FAILED
         state.set_forced_unwind(user, True, by="cli", reason=args.reason)
+    except StateError as exc:  # e.g. the desk's database is unreachable: nothing changed
+        print(f"{APP_NAME}: {exc}; the forced unwind was NOT changed", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         state.close()
     print(f"forced unwind ON for {user} ({len(accounts)} accounts): a running guard-app "

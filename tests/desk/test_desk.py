@@ -220,6 +220,9 @@ def test_database_stopped_mid_run_holder_keeps_enforcing_then_both_reconnect(
         sim.exchange.add_balance("s", "LINK", 1.0)
         wait_for(lambda: len(accepted(sim)) > before, 30, "the holder to close without the database")
         wait_for(lambda: "unreachable" in desk.log(first), 10, "the holder to say the database is gone")
+        # A flag can't be set without the database, and the command says so.
+        refused = desk.cli("unwind", "alice", "--yes")
+        assert refused.returncode == 2 and dbname in refused.stderr
     finally:
         desk.server.start()
     for proc in (first, second):
