@@ -73,6 +73,7 @@ from guard_app.core.events import (
     Heartbeat,
     Intervention,
     JournalWritten,
+    LeasesChanged,
     Observer,
     OpenOrdersCancelled,
     OrderFilled,
@@ -233,6 +234,7 @@ class Enforcer:
         self._order_numbers = itertools.count()
         # Active/standby per account (a desk): act only on accounts whose lease we hold.
         self._leases = LeaseKeeper(config.state.lease_seconds)
+        self._leases_announced: tuple[tuple[str, str | None], ...] = ()
 
     # -- thread-safe controls -----------------------------------------------------
 
@@ -335,7 +337,12 @@ class Enforcer:
         return self._leases.enforced_by(account_id)
 
     def _renew_leases(self, *, wake: bool = True) -> None:
-        gained = self._leases.renew(self.state, [a.id for a in self._config.accounts])
+        ids = [a.id for a in self._config.accounts]
+        gained = self._leases.renew(self.state, ids)
+        view = tuple((a, self._leases.enforced_by(a)) for a in ids)
+        if view != self._leases_announced:
+            self._leases_announced = view
+            self._emit(LeasesChanged(holder=self._leases.holder, enforced_by=view))
         if gained and wake and self._next_full_at and self._wake_event is not None:
             # Accounts taken over: enforce them now, not at the next interval (we are on
             # the loop: set the event directly).

@@ -13,6 +13,7 @@ import pytest
 
 from guard_app.core.config import parse_config
 from guard_app.core.enforcer import Enforcer
+from guard_app.core.events import EnforcerEvent, LeasesChanged
 from guard_app.core.state import StateStore, open_state
 from guard_app.core.state.leases import LeaseKeeper
 from guard_app.exchanges import make_broker
@@ -69,7 +70,9 @@ def test_a_frozen_enforcer_loop_loses_its_accounts(tmp_path: Path, state_toml: s
         '[[accounts]]\nid = "fz-spot"\nuser = "fz"\nexchange = "binance"\nmax_positions = 3\n'
         + state_toml
     )
-    enforcer = Enforcer(config, tmp_path / "data", broker_factory=make_broker)
+    events: list[EnforcerEvent] = []
+    enforcer = Enforcer(config, tmp_path / "data", broker_factory=make_broker,
+                        observers=[events.append])
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_until_complete, args=(enforcer.run(),))
     runner.start()
@@ -88,8 +91,33 @@ def test_a_frozen_enforcer_loop_loses_its_accounts(tmp_path: Path, state_toml: s
         # Thawed, it finds the account held by the standby and leaves it alone.
         wait_for(lambda: enforcer.enforced_by("fz-spot") == "standby:9")
         assert other_store.lease_holders() == {"fz-spot": "standby:9"}
+        # ...and tells its observers (the window shows "STANDBY: standby:9 enforces").
+        leases = [e for e in events if isinstance(e, LeasesChanged)]
+        assert leases[0].enforced_by == (("fz-spot", me),) and not leases[0].standby("fz-spot")
+        wait_for(lambda: any(e.standby("fz-spot") for e in events
+                             if isinstance(e, LeasesChanged)))
     finally:
         enforcer.stop()
         runner.join(timeout=30)
         loop.close()
     assert not runner.is_alive()
+
+
+def test_the_window_shows_an_account_another_enforcer_holds_as_standby() -> None:
+    from guard_app.gui.model.dashboard import Dashboard
+
+    config = parse_config(
+        '[[accounts]]\nid = "a1"\nuser = "u"\nexchange = "binance"\nmax_positions = 3\n'
+        '[[accounts]]\nid = "a2"\nuser = "u"\nexchange = "binance"\nmax_positions = 3\n'
+    )
+    board = Dashboard(config)
+    changed = board.apply(LeasesChanged(holder="ws-a:1",
+                                        enforced_by=(("a1", "ws-a:1"), ("a2", "ws-b:2"))))
+    assert changed == {"a1", "a2"}
+    assert board.accounts["a2"].state_text() == "STANDBY: ws-b:2 enforces"
+    assert board.accounts["a1"].state_text() != board.accounts["a2"].state_text()
+    assert board.accounts["a1"].enforced_by == "ws-a:1" and not board.accounts["a1"].standby
+    # Taken over by this window's enforcer: no longer standby.
+    board.apply(LeasesChanged(holder="ws-a:1", enforced_by=(("a1", "ws-a:1"), ("a2", "ws-a:1"))))
+    assert not board.accounts["a2"].standby
+    assert "STANDBY" not in board.accounts["a2"].state_text()
