@@ -507,6 +507,7 @@ def test_postgres_down_keeps_the_last_flags_and_the_journal(
         store.set_forced_unwind("alice", True, by="cli")
         flags = store.forced_unwind_flags()
         cycle = store.next_cycle_id()
+        metrics = store.metrics()
         postgres_server.stop()
         try:
             with caplog.at_level("ERROR", logger="guard_app.state"):
@@ -515,6 +516,7 @@ def test_postgres_down_keeps_the_last_flags_and_the_journal(
                 assert store.journal("order_sent", "kept for later", account_id="a1",
                                      data={"client_order_id": "ga-x"}) == 0
                 store.record_over_cap("a1", True)  # skipped, not raised
+                assert store.metrics() == metrics  # the last numbers read
                 with pytest.raises(StateUnavailableError):
                     store.acquire_leases("h", ["a1"], 3)
                 with pytest.raises(StateError):

@@ -25,7 +25,8 @@ How it talks to the server, and why:
   to keep closing keeps working. :meth:`forced_unwind_flags` answers with the flags
   last seen, :meth:`next_cycle_id` counts on locally, :meth:`journal` keeps entries
   in memory and writes them (in order, ids renumbered by the server) once the server
-  is back, :meth:`record_over_cap` is skipped. Everything else, and every lease call,
+  is back, :meth:`record_over_cap` is skipped, :meth:`metrics` answers with the last
+  numbers it read. Everything else, and every lease call,
   raises :class:`StateUnavailableError`. An ERROR line naming the database is logged
   once per minute while it lasts; the reconnect back-off tops out at 5 s, so within
   15 s of the server's return everything is connected again.
@@ -174,6 +175,7 @@ class PostgresStateStore(StateStore):
         self._own_pids: set[int] = set()
         self._flags_seen: dict[str, UnwindFlag] = {}
         self._cycle_seen = 0
+        self._metrics_seen: Metrics | None = None
         self._pending: list[tuple[Any, ...]] = []
         self._down_since: float | None = None
         self._last_error_logged = 0.0
@@ -571,9 +573,14 @@ class PostgresStateStore(StateStore):
                     "SELECT account_id FROM guard_over_cap_now ORDER BY account_id")],
             )
 
-        interventions, today, unwinds, last, worst, over_now = self._run(
-            "compute the metrics", work)
-        return Metrics(
+        try:
+            interventions, today, unwinds, last, worst, over_now = self._run(
+                "compute the metrics", work)
+        except StateUnavailableError:
+            if self._metrics_seen is None:
+                raise
+            return self._metrics_seen  # the window keeps showing the last numbers
+        self._metrics_seen = Metrics(
             interventions=int(interventions),
             interventions_today=int(today),
             unwind_activations=int(unwinds),
@@ -581,6 +588,7 @@ class PostgresStateStore(StateStore):
             worst_back_under_cap_seconds=None if worst is None else float(worst),
             over_cap_now=tuple(over_now),
         )
+        return self._metrics_seen
 
     # --- leases ---------------------------------------------------------------------
 
