@@ -5,7 +5,8 @@ cluster (tests/fixtures/postgres_fixtures.py), two enforcer processes.
 
 * only the lease holder sends orders; ``status --json`` names it in ``enforced_by``;
 * a flag set with ``guard-app unwind`` reaches the holder, which closes, within 1 s;
-* SIGKILL the holder mid-unwind: the standby takes over within 5 s, finishes the
+* SIGKILL the holder mid-unwind: the standby takes over within 5 s (on one machine it
+  sees the holder's process is gone and need not wait for the lease), finishes the
   unwind, and no client order id (nor any position) is closed twice;
 * PostgreSQL stopped mid-run: the holder keeps enforcing its accounts and says so
   (ERROR naming the database), the standby takes nothing over; restarted: both

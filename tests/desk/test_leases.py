@@ -121,3 +121,19 @@ def test_the_window_shows_an_account_another_enforcer_holds_as_standby() -> None
     board.apply(LeasesChanged(holder="ws-a:1", enforced_by=(("a1", "ws-a:1"), ("a2", "ws-a:1"))))
     assert not board.accounts["a2"].standby
     assert "STANDBY" not in board.accounts["a2"].state_text()
+
+
+def test_a_crashed_enforcer_on_this_machine_is_not_waited_for(other_store: StateStore) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    crashed = f"{socket.gethostname()}:{gone.pid}"
+    assert other_store.acquire_leases(crashed, ["a1"], 60) == {"a1"}
+    far_away = LeaseKeeper(60, holder="elsewhere:1")
+    assert far_away.renew(other_store, ["a1"]) == set()  # another machine can't judge
+    restarted = LeaseKeeper(60)  # this process, on the same machine
+    assert restarted.renew(other_store, ["a1"]) == {"a1"}
+    assert other_store.lease_holders() == {"a1": restarted.holder}

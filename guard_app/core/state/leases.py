@@ -10,6 +10,9 @@ the enforcer calls :meth:`LeaseKeeper.confirm`, which renews first when the last
 renewal is older than one renewal period, so a loop that froze mid-cycle never sends
 an order for an account it has lost.
 
+A holder on this same machine whose process is gone (a restart after a crash) is
+not waited for: its leases are released at once.
+
 The state database unreachable: the keeper keeps the accounts it held (enforcing
 them with the flags last seen is safer than enforcing nothing) and takes no new ones;
 for one lease length after the database is back it only renews what it held, so the
@@ -19,6 +22,7 @@ former holders (whose leases ran out meanwhile) get their accounts back first.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 
@@ -26,6 +30,21 @@ from guard_app.core.errors import StateError
 from guard_app.core.state.base import StateStore, StateUnavailableError, holder_name
 
 log = logging.getLogger("guard_app.enforcer")
+
+
+def _dead_here(holder: str, me: str) -> bool:
+    """True when ``holder`` (HOST:PID) is a process on this host that no longer exists."""
+    host, _, pid = holder.rpartition(":")
+    my_host = me.rpartition(":")[0]
+    if host != my_host or not pid.isdigit() or holder == me:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists (another user's process): not ours to judge
+    return False
 
 
 class LeaseKeeper:
@@ -63,6 +82,15 @@ class LeaseKeeper:
         try:
             held = store.acquire_leases(self.holder, wanted, self.lease_seconds)
             holders = store.lease_holders()
+            dead = {h for a, h in holders.items() if a in wanted and a not in held
+                    and _dead_here(h, self.holder)}
+            if dead:
+                # A crashed enforcer on this machine (a restart after a kill): its
+                # accounts need not wait for its leases to run out.
+                for holder in dead:
+                    store.release_leases(holder)
+                held = store.acquire_leases(self.holder, wanted, self.lease_seconds)
+                holders = store.lease_holders()
         except StateUnavailableError:
             self._store_ok = False  # the store logs it (once a minute); keep what we held
             return set()
