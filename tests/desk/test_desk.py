@@ -278,3 +278,20 @@ def test_a_password_in_the_url_stops_run_naming_state_url(desk: Desk) -> None:
     assert done.returncode == 2 and "state.url" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
     assert os.environ.get("PGPASSWORD") != "hunter2"
+
+
+def test_state_commands_refuse_bad_input_without_echoing_secrets(tmp_path: Path) -> None:
+    def cli(*args: str, input: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "guard_app", *args,
+                               "--data-dir", str(tmp_path / "data")], input=input,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    with_password = cli("state", "copy", "--to", "postgresql://guard:s3cr3t-pw@db/guard")
+    assert with_password.returncode == 2 and "must not contain a password" in with_password.stderr
+    assert "s3cr3t-pw" not in with_password.stderr + with_password.stdout
+    other = cli("state", "copy", "--to", "mysql://db/guard")
+    assert other.returncode == 2 and "--to" in other.stderr and "postgresql://" in other.stderr
+    empty = cli("state", "password", input="\n")
+    assert empty.returncode == 2 and "nothing stored" in empty.stderr
+    missing = cli("state", "copy")
+    assert missing.returncode == 2 and "--to" in missing.stderr
