@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     _open_state(args, config).close()  # an unusable state database stops us here, loudly
-    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker, source="cli")
+    enforcer = Enforcer(config, _data_dir(args), broker_factory=make_broker)
 
     async def main() -> int:
         if args.once:

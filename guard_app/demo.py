@@ -121,8 +121,7 @@ def run_headless_demo(args: argparse.Namespace) -> int:
     log.info("demo: simulated exchange at %s; a simulated strategy keeps opening positions",
              world.server.base_url)
     log.info("demo: config %s; press Ctrl-C to stop", world.config_path)
-    enforcer = Enforcer(world.config, world.data_dir, world.keys, broker_factory=make_broker,
-                        source="demo")
+    enforcer = Enforcer(world.config, world.data_dir, world.keys, broker_factory=make_broker)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

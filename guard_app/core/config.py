@@ -238,6 +238,9 @@ def validate_account(data: Mapping[str, Any], index_or_path: str) -> AccountConf
     user = _safe_name(data["user"], _join(prefix, "user"))
     exchange = _exchange_id(data["exchange"], _join(prefix, "exchange"))
     market = _market(data.get("market", Market.SPOT.value), _join(prefix, "market"))
+    problem = _market_check(exchange, market.value) if _market_check is not None else None
+    if problem:
+        raise ConfigError(_join(prefix, "market"), problem)
     quote = _asset_code(data.get("quote", "USDT"), _join(prefix, "quote"))
     max_positions = _count(data["max_positions"], _join(prefix, "max_positions"))
     max_notional = _optional_positive(data.get("max_notional"), _join(prefix, "max_notional"))
@@ -504,11 +507,18 @@ ExchangeCatalog = Callable[[], Collection[str]]
 _exchange_catalog: ExchangeCatalog | None = None
 
 
-def use_exchange_catalog(catalog: ExchangeCatalog) -> None:
+MarketCheck = Callable[[str, str], "str | None"]
+_market_check: MarketCheck | None = None
+
+
+def use_exchange_catalog(catalog: ExchangeCatalog, market_check: MarketCheck | None = None) -> None:
     """Check exchange ids against ``catalog()`` (``guard_app.exchanges`` registers ccxt's
-    list when it is imported; the core itself never imports ccxt)."""
-    global _exchange_catalog
+    list when it is imported; the core itself never imports ccxt). ``market_check(exchange,
+    market)`` returns why an account of that exchange and market type can't work (e.g. a
+    swap account on an exchange without ``fetchPositions``), or None."""
+    global _exchange_catalog, _market_check
     _exchange_catalog = catalog
+    _market_check = market_check
 
 
 def _exchange_id(value: object, key: str) -> str:

@@ -45,10 +45,12 @@ import logging
 import secrets as pysecrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from guard_app.core.cadence import FLAG_POLL_SECONDS, Cadence, FlagWatcher
 from guard_app.core.config import AccountConfig, AppConfig
 from guard_app.core.errors import (
     BrokerError,
@@ -69,7 +71,6 @@ from guard_app.core.events import (
     EnforcerEvent,
     EnforcerStarted,
     EnforcerStopped,
-    FlagsChanged,
     Heartbeat,
     Intervention,
     JournalWritten,
@@ -86,7 +87,7 @@ from guard_app.core.events import (
     UnwindProgress,
     UnwindRound,
 )
-from guard_app.core.journal import JournalObserver, TraderLog
+from guard_app.core.journal import JournalObserver, JournalTail, TraderLog
 from guard_app.core.models import (
     AccountSnapshot,
     Caps,
@@ -94,22 +95,17 @@ from guard_app.core.models import (
     JournalEntry,
     OrderResult,
     PlannedClose,
-    UnwindFlag,
     client_order_id,
 )
 from guard_app.core.policy import describe_plan, describe_user_plan, plan_closes
 from guard_app.core.ports import BrokerFactory, BrokerPort
 from guard_app.core.secrets import ApiKeys, SecretReader, SecretStore
-from guard_app.core.state import StateStore, open_state
+from guard_app.core.state import StateStore, StateUnavailableError, open_state
 from guard_app.core.state.leases import LeaseKeeper
 
 log = logging.getLogger("guard_app.enforcer")
 
 NEEDS_USER_RETRY_SECONDS = 300.0
-# Rule 11 asks for <= 100 ms across processes. One poll is a single
-# ``PRAGMA data_version`` on the enforcer's own connection (a few microseconds, no
-# disk read); the flags themselves are read only when it changed.
-FLAG_POLL_SECONDS = 0.05
 HEARTBEAT_SECONDS = 1.0
 STOP_GRACE_SECONDS = 3.0
 # Close, re-read, close what is left: at most this many close rounds per account and
@@ -128,7 +124,6 @@ class AccountRuntime:
     keys_fingerprint: str | None = None
     parked_until: float = 0.0  # monotonic; needs-user parking
     park_reason: str = ""
-    last_snapshot: AccountSnapshot | None = None
     consecutive_failures: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Fast re-reads (rule 14) until then (monotonic): set when found over a cap.
@@ -196,7 +191,6 @@ class Enforcer:
         *,
         observers: Sequence[Observer] = (),
         broker_factory: BrokerFactory,
-        source: str = "enforcer",
         standard_observers: bool = True,
     ) -> None:
         self._config = config
@@ -215,7 +209,6 @@ class Enforcer:
             o for o in chain if isinstance(o, SendGate)  # type: ignore[misc]
         )
         self._broker_factory: BrokerFactory = broker_factory
-        self._source = source
         self._state: StateStore | None = None
         self._accounts: dict[str, AccountRuntime] = {}
         self._exchange_parked_until: dict[str, tuple[float, str]] = {}
@@ -226,11 +219,9 @@ class Enforcer:
         self._wake_requested = False
         self._stop_requested = False
         self._paused = False
-        self._forced: dict[str, UnwindFlag] = {}
-        self._flags_announced: dict[str, UnwindFlag] | None = None
-        self._data_version: int | None = None
-        self._next_cycle_at = 0.0
-        self._next_full_at = 0.0
+        self._flags = FlagWatcher(lambda: self.state, self._emit)
+        self._tail = JournalTail(lambda: self.state, self._emit)
+        self._cadence = Cadence()
         self._order_numbers = itertools.count()
         # Active/standby per account (a desk): act only on accounts whose lease we hold.
         self._leases = LeaseKeeper(config.state.lease_seconds)
@@ -302,6 +293,7 @@ class Enforcer:
                 log.exception("event observer failed on %s", type(event).__name__)
 
     def _journal_written(self, entry: JournalEntry) -> None:
+        self._tail.own(entry)
         self._emit(JournalWritten(entry=entry))
 
     def _apply_pending_config(self) -> None:
@@ -343,26 +335,10 @@ class Enforcer:
         if view != self._leases_announced:
             self._leases_announced = view
             self._emit(LeasesChanged(holder=self._leases.holder, enforced_by=view))
-        if gained and wake and self._next_full_at and self._wake_event is not None:
+        if gained and wake and self._cadence.next_full_at and self._wake_event is not None:
             # Accounts taken over: enforce them now, not at the next interval (we are on
             # the loop: set the event directly).
             self._wake_event.set()
-
-    def _refresh_flags(self) -> bool:
-        """Read the flags; announce them (FlagsChanged) when they differ from what was
-        last announced. Returns True when they changed."""
-        self._data_version = self.state.data_version()
-        flags = dict(self.state.forced_unwind_flags())
-        self._forced = flags
-        if flags == self._flags_announced:
-            return False
-        first = self._flags_announced is None
-        self._flags_announced = flags
-        if first and not flags:
-            return False  # nothing to say at start-up: nobody is under forced unwind
-        self._emit(FlagsChanged(active_users=tuple(sorted(flags)),
-                                flags=tuple(flags[u] for u in sorted(flags))))
-        return True
 
     # -- the loop -----------------------------------------------------------------
 
@@ -372,7 +348,7 @@ class Enforcer:
         Raises ``StateError`` at once when the state database is unusable: running
         without it would forget forced-unwind flags.
         """
-        _ = self.state
+        self._tail.catch_up()  # opens the state database: a corrupt one stops us here
         self._loop = asyncio.get_running_loop()
         self._wake_event = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -402,7 +378,8 @@ class Enforcer:
                 stop_wait.cancel()
                 if self._stop_event.is_set():
                     break
-                only = await self._sleep_until_next_cycle()
+                only = await self._cadence.wait(self._config.enforcer, self._hot_accounts,
+                                                self._wake_event, self._stop_event)
         finally:
             for task in (watcher, leases):
                 task.cancel()
@@ -424,42 +401,13 @@ class Enforcer:
             parked = self._exchange_parked_until.get(_exchange_key(account))
             if parked and parked[0] > now:
                 continue
-            if account.user in self._forced or runtime.hot_until > now:
+            if account.user in self._flags.flags or runtime.hot_until > now:
                 hot.add(account.id)
         return hot
 
-    async def _sleep_until_next_cycle(self) -> set[str] | None:
-        """Wait for the next cycle; returns the accounts of a fast cycle, or None for a
-        full one (the normal interval is up, or someone called ``wake``)."""
-        if self._wake_event is None or self._stop_event is None:
-            return None
-        enforcer_cfg = self._config.enforcer
-        wake = asyncio.create_task(self._wake_event.wait())
-        stop = asyncio.create_task(self._stop_event.wait())
-        try:
-            while True:
-                now = time.monotonic()
-                full_in = self._next_full_at - now
-                hot = self._hot_accounts()
-                wait = min(full_in, enforcer_cfg.fast_interval) if hot else full_in
-                self._next_cycle_at = now + max(0.0, wait)
-                if wait > 0:
-                    done, _ = await asyncio.wait({wake, stop}, timeout=wait,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if done:
-                        return None
-                if time.monotonic() >= self._next_full_at - 0.001:
-                    return None
-                hot = self._hot_accounts()
-                if hot:
-                    return hot
-        finally:
-            wake.cancel()
-            stop.cancel()
-
     @property
     def next_cycle_in(self) -> float:
-        return max(0.0, self._next_cycle_at - time.monotonic())
+        return self._cadence.next_cycle_in
 
     async def _guarded_cycle(self, only: set[str] | None = None) -> None:
         try:
@@ -475,9 +423,10 @@ class Enforcer:
         last_beat = 0.0
         while True:
             try:
-                if (self.state.data_version() != self._data_version and self._refresh_flags()
-                        and self._wake_event is not None):
-                    self._wake_event.set()  # we are on the loop: no round trip via wake()
+                if self._flags.changed_elsewhere():
+                    if self._flags.refresh() and self._wake_event is not None:
+                        self._wake_event.set()  # we are on the loop: no trip via wake()
+                    self._tail.catch_up()
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT_SECONDS:
                     last_beat = now
@@ -521,15 +470,19 @@ class Enforcer:
             with self._thread_lock:
                 self._wake_requested = False
             self._apply_pending_config()
-            self._refresh_flags()
+            self._flags.refresh()
+            # The flag read above hides those changes from the watcher. (A desk database
+            # that is away: the flags last seen are used, the tail waits for its return.)
+            with contextlib.suppress(StateUnavailableError):
+                self._tail.catch_up()
         started = time.monotonic()
         config = self._config
         interval = config.enforcer.interval_seconds
         if not fast:
-            self._next_full_at = started + interval
+            self._cadence.full_cycle_started(started, interval)
         cycle_id = self.state.next_cycle_id()
         report = CycleReport(cycle_id)
-        forced = set(self._forced)
+        forced = self._flags.users
         if self._leases.due():  # first cycle, or `run --once`
             self._renew_leases(wake=False)  # this very cycle enforces what it gains
         # Accounts another enforcer holds are its to act on (this one is their standby).
@@ -552,8 +505,8 @@ class Enforcer:
                 duration=report.duration,
                 interventions=report.interventions,
                 failed_accounts=tuple(sorted(report.errors)),
-                next_cycle_in=(min(interval, config.enforcer.fast_interval)
-                               if self._hot_accounts() else interval),
+                next_cycle_in=self._cadence.next_cycle_after(config.enforcer,
+                                                             bool(self._hot_accounts())),
                 orders=len(report.orders),
                 fast=fast,
             )
@@ -574,9 +527,12 @@ class Enforcer:
         fast: bool,
         complete: bool,
     ) -> None:
-        passes = await asyncio.gather(
-            *(self._enforce_account(cycle_id, a, forced, report, fast=fast) for a in accounts)
-        )
+        runtimes = [self._runtime(a) for a in accounts]
+        passes = await asyncio.gather(*(
+            self._one_at_a_time(cycle_id, r, report, partial(
+                self._enforce_account, cycle_id, r, forced, report, fast=fast), fast=fast)
+            for r in runtimes
+        ))
         done_keys = {key for p in passes for key in p.outcomes}
         closed = sum(1 for p in passes for ok in p.outcomes.values() if ok)
         user_cfg = self._config.users.get(user)
@@ -602,11 +558,12 @@ class Enforcer:
                 hot_until = time.monotonic() + self._config.enforcer.interval_seconds
                 for a in accounts:
                     self._runtime(a).hot_until = hot_until
-                user_passes = await asyncio.gather(
-                    *(self._close_locked(cycle_id, self._accounts[aid], latest[aid], pcs,
-                                         forced, report, fast=fast)
-                      for aid, pcs in by_account.items())
-                )
+                user_passes = await asyncio.gather(*(
+                    self._one_at_a_time(cycle_id, self._accounts[aid], report, partial(
+                        self._close_and_verify, cycle_id, self._accounts[aid], latest[aid],
+                        pcs, forced, report, fast=fast), fast=fast)
+                    for aid, pcs in by_account.items()
+                ))
                 closed += sum(1 for p in user_passes for ok in p.outcomes.values() if ok)
                 for p in user_passes:
                     if p.last is not None:
@@ -620,25 +577,22 @@ class Enforcer:
                 fast=fast,
             ))
 
-    async def _enforce_account(
+    async def _one_at_a_time(
         self,
         cycle_id: int,
-        account: AccountConfig,
-        forced: set[str],
+        runtime: AccountRuntime,
         report: CycleReport,
+        work: Callable[[], Awaitable[_AccountPass]],
         *,
         fast: bool,
     ) -> _AccountPass:
-        """Read one account and enforce its own caps / forced unwind. Never raises."""
-        runtime = self._runtime(account)
-        if not self._leases.holds(account.id):
-            return _AccountPass()  # another enforcer holds this account now
+        """Run ``work`` on one account under its lock (never two passes at once: a
+        second one is skipped) and turn any failure into an AccountError. Never raises."""
         if runtime.lock.locked():
-            return _AccountPass()  # a cycle for this account is still running: never two
+            return _AccountPass()
         async with runtime.lock:
             try:
-                return await self._enforce_account_locked(cycle_id, runtime, forced, report,
-                                                          fast=fast)
+                return await work()
             except asyncio.CancelledError:
                 raise
             except BrokerError as exc:
@@ -646,13 +600,13 @@ class Enforcer:
             except GuardError as exc:
                 self._report_account_error(cycle_id, runtime, exc.kind, str(exc), report)
             except Exception as exc:
-                log.exception("%s: unexpected error", account.id)
+                log.exception("%s: unexpected error", runtime.config.id)
                 self._report_account_error(
                     cycle_id, runtime, ErrorKind.INTERNAL, f"unexpected error: {exc!r}", report
                 )
             return _AccountPass()
 
-    async def _enforce_account_locked(
+    async def _enforce_account(
         self,
         cycle_id: int,
         runtime: AccountRuntime,
@@ -661,6 +615,7 @@ class Enforcer:
         *,
         fast: bool,
     ) -> _AccountPass:
+        """Read one account and enforce its own caps / forced unwind."""
         account = runtime.config
         broker = await self._broker_for(cycle_id, runtime, report)
         if broker is None:
@@ -678,12 +633,16 @@ class Enforcer:
         killing = account.user in forced and not self._config.enforcer.dry_run
         if not killing:
             runtime.cancelled_at = 0.0
-        elif (runtime.cancelled_at == 0.0 or now - runtime.cancelled_at
-              >= self._config.enforcer.interval_seconds):
+        read = self._read(cycle_id, runtime, forced, report, fast=fast)
+        if killing and (runtime.cancelled_at == 0.0 or now - runtime.cancelled_at
+                        >= self._config.enforcer.interval_seconds):
             # Kill switch, first thing in an unwind (and once per normal interval while
-            # it lasts): no resting order may reopen a position or block a close.
-            await self._cancel_all(cycle_id, runtime, broker)
-        snapshot = await self._read(cycle_id, runtime, forced, report, fast=fast)
+            # it lasts): no resting order may reopen a position or block a close. The
+            # read goes out at the same time (one round trip less before the closes);
+            # the closes wait for both.
+            _, snapshot = await asyncio.gather(self._cancel_all(cycle_id, runtime, broker), read)
+        else:
+            snapshot = await read
         plan = self._plan(runtime, snapshot, forced)
         if not plan:
             return _AccountPass(snapshot, snapshot)
@@ -729,7 +688,6 @@ class Enforcer:
         if runtime.broker is None:  # its keys were removed meanwhile
             raise BrokerError(account.id, "its API keys were removed; not read")
         snapshot = await runtime.broker.snapshot()
-        runtime.last_snapshot = snapshot
         runtime.consecutive_failures = 0
         runtime.parked_until = 0.0
         report.snapshots[account.id] = snapshot
@@ -762,31 +720,6 @@ class Enforcer:
             return
         self._emit(OpenOrdersCancelled(cycle_id=cycle_id, account_id=account.id,
                                        user=account.user, cancelled=count))
-
-    async def _close_locked(
-        self,
-        cycle_id: int,
-        runtime: AccountRuntime,
-        snapshot: AccountSnapshot,
-        plan: Sequence[PlannedClose],
-        forced: set[str],
-        report: CycleReport,
-        *,
-        fast: bool,
-    ) -> _AccountPass:
-        """Closes decided outside the account's own pass (per-user caps)."""
-        async with runtime.lock:
-            try:
-                return await self._close_and_verify(cycle_id, runtime, snapshot, plan, forced,
-                                                    report, fast=fast)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("%s: unexpected error", runtime.config.id)
-                self._report_account_error(
-                    cycle_id, runtime, ErrorKind.INTERNAL, f"unexpected error: {exc!r}", report
-                )
-                return _AccountPass()
 
     async def _close_and_verify(
         self,

@@ -66,7 +66,6 @@ class BrokerError(GuardError):
     """
 
     kind = ErrorKind.TEMPORARY
-    retry: str = "retrying next cycle"
 
     def __init__(
         self, account_id: str, reason: str, *, code: str | None = None, symbol: str | None = None
@@ -76,11 +75,6 @@ class BrokerError(GuardError):
         self.code = code
         self.symbol = symbol
         super().__init__(reason)
-
-    def describe(self) -> str:
-        """One line for logs and the GUI."""
-        what = f" {self.symbol}" if self.symbol else ""
-        return f"{self.account_id}:{what} {self.reason}"
 
 
 class TemporaryBrokerError(BrokerError):
@@ -119,8 +113,6 @@ class NeedsUserError(BrokerError):
     """Authentication or permission failure: a person must fix the keys."""
 
     kind = ErrorKind.NEEDS_USER
-
-    retry = "needs you: check the API key and its permissions"
 
 
 class PermissionDeniedError(NeedsUserError):

@@ -93,10 +93,13 @@ class Heartbeat(EnforcerEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FlagsChanged(EnforcerEvent):
     """The forced-unwind flags changed (from any process). ``flags`` are the active
-    flags with who set them, when and why: the one source of truth for the window."""
+    flags with who set them, when and why: the one source of truth for the window.
+    The first one (``initial``) is sent as soon as the flags are first read, even when
+    nobody is under forced unwind, so a window never needs to read them itself."""
 
     active_users: tuple[str, ...]
     flags: tuple[UnwindFlag, ...] = ()
+    initial: bool = False  # the flags as found when the enforcer started (maybe none)
 
     def flag(self, user: str) -> UnwindFlag | None:
         return next((f for f in self.flags if f.user == user), None)

@@ -37,6 +37,7 @@ from guard_app.core.events import (
     EnforcerStopped,
     FlagsChanged,
     Intervention,
+    JournalWritten,
     OpenOrdersCancelled,
     OrderFilled,
     OrderPlaced,
@@ -96,16 +97,26 @@ class JournalObserver:
     # -- the send gate: order_sent before the order leaves ---------------------------
 
     def before_send(self, orders: Sequence[OrderPlaced]) -> None:
-        """Commit one durable ``order_sent`` per order; raises if that fails."""
+        """Commit one ``order_sent`` per order, all in one durable transaction (one disk
+        sync however many closes); raises if that fails."""
+        if not orders:
+            return
+        rows: list[tuple[str, str | None, str | None, int | None, dict[str, Any]]] = []
         for event in orders:
             pc = event.close
-            self._write(
-                "order_sent",
+            rows.append((
                 f"{pc.account_id}: market close {pc.position.symbol} {pc.position.amount:g}",
-                account_id=pc.account_id, user=pc.user, cycle_id=event.cycle_id,
-                data={"client_order_id": event.client_order_id, "symbol": pc.position.symbol,
-                      "side": pc.position.side.value, "amount": pc.position.amount},
-            )
+                pc.account_id, pc.user, event.cycle_id,
+                {"client_order_id": event.client_order_id, "symbol": pc.position.symbol,
+                 "side": pc.position.side.value, "amount": pc.position.amount},
+            ))
+        ts = time.time()
+        ids = self._state().journal_many("order_sent", rows, ts=ts)
+        if self._on_entry is not None:
+            for entry_id, (message, account_id, user, cycle_id, data) in zip(ids, rows,
+                                                                              strict=True):
+                self._on_entry(JournalEntry(entry_id, ts, "order_sent", message, account_id,
+                                            user, cycle_id, data))
 
     # -- everything else ---------------------------------------------------------------
 
@@ -269,7 +280,7 @@ class TraderLog:
             log.info("enforcer stopped")
         elif isinstance(event, ConfigReloaded):
             log.info("config reloaded: %d accounts", event.accounts)
-        elif isinstance(event, FlagsChanged):
+        elif isinstance(event, FlagsChanged) and (event.active_users or not event.initial):
             log.info("forced unwind now active for: %s; checking accounts now",
                      ", ".join(event.active_users) or "nobody")
         elif isinstance(event, OverCapDetected | UnwindPlanned):
@@ -304,3 +315,45 @@ class TraderLog:
                 log.info(unwind_progress_text(event))
         elif isinstance(event, AccountError):
             log.warning("%s: %s", event.account_id, event.message)
+
+
+class JournalTail:
+    """Journal entries written by other connections (a flag set in the window, or by
+    ``guard-app unwind`` in a terminal: ``StateStore.set_forced_unwind`` writes
+    ``unwind_on``/``unwind_off`` itself), re-emitted as JournalWritten, so the Activity
+    view follows one stream and never polls the database.
+
+    The enforcer calls :meth:`catch_up` when the state store says another connection
+    committed (the same cheap check the flag watcher uses), and :meth:`own` for each
+    entry its own journal observer wrote (those were announced already).
+    """
+
+    def __init__(self, state: Callable[[], StateStore],
+                 emit: Callable[[EnforcerEvent], None]) -> None:
+        self._state = state
+        self._emit = emit
+        self._last: int | None = None
+        self._own: set[int] = set()
+
+    def own(self, entry: JournalEntry) -> None:
+        self._own.add(entry.id)
+
+    def catch_up(self) -> None:
+        """Announce what others wrote since the last call (the first call only notes
+        where the journal ends: history is the Activity view's own first read)."""
+        state = self._state()
+        if self._last is None:
+            newest = state.entries(limit=1)
+            self._last = newest[0].id if newest else 0
+            self._own.clear()
+            return
+        while True:
+            new = state.entries(after_id=self._last, newest_first=False, limit=500)
+            for entry in new:
+                if entry.id not in self._own:
+                    self._emit(JournalWritten(entry=entry))
+            if new:
+                self._last = new[-1].id
+            if len(new) < 500:
+                break
+        self._own = {i for i in self._own if i > self._last}

@@ -18,10 +18,6 @@ class Market(StrEnum):
     SWAP = "swap"
     FUTURE = "future"
 
-    @property
-    def is_derivative(self) -> bool:
-        return self is not Market.SPOT
-
 
 class Side(StrEnum):
     """Direction of a position. Spot holdings are always long."""

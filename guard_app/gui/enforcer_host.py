@@ -51,7 +51,7 @@ def _default_factory(
     from guard_app.core.enforcer import Enforcer
     from guard_app.exchanges import make_broker
 
-    return Enforcer(config, data_dir, secrets, observer, broker_factory=make_broker, source="app")
+    return Enforcer(config, data_dir, secrets, observer, broker_factory=make_broker)
 
 
 class _Worker(QThread):

@@ -7,6 +7,26 @@ Spot lives under ``/api/v3``, USDⓈ-M futures under ``/fapi/v1|v2|v3``, COIN-M
 Signed endpoints check, in Binance's order: the ``X-MBX-APIKEY`` header (-2014/-2015,
 HTTP 401), the timestamp against ``recvWindow`` (-1021) and the HMAC-SHA256 signature
 over the query string and body (-1022).
+
+Rate limits (the published ones by default, see :mod:`guard_app.sim.limits`): every
+request costs its documented weight (:data:`SPOT_WEIGHTS`, :data:`FUTURES_WEIGHTS`) in
+the IP's one-minute window (spot 6,000, USDⓈ-M 2,400); orders count per account
+(USDⓈ-M 300 per 10 s and 1,200 per minute, spot 100 per 10 s and 200,000 per day) and
+``exchangeInfo.rateLimits`` announces the same numbers. Answers carry
+``X-MBX-USED-WEIGHT-1M`` and, on orders, ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` (``-1D``
+on spot). Over a limit: HTTP 429 (-1003 weight, -1015 orders) with ``Retry-After``
+(seconds to the window's end). An IP that keeps sending before that time is banned:
+HTTP 418 with ``Retry-After`` for ``binance.ban_seconds`` (docs "LIMITS": "repeatedly
+violating rate limits and/or failing to back off after receiving 429s will result in
+an automated IP ban (HTTP status 418)").
+
+USDⓈ-M hedge mode (``GET/POST /fapi/v1/positionSide/dual``) and ``batchOrders``
+(≤ 5 orders; the answer is a list with each order's JSON or its ``{"code","msg"}``).
+
+USDⓈ-M conditional orders live in Binance's Algo Service, apart from the others (as
+ccxt ≥ 4.5 uses it): ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET
+/fapi/v1/openAlgoOrders``, ``DELETE /fapi/v1/algoOpenOrders``; ``openOrders`` and
+``allOpenOrders`` don't see them. Spot stop orders stay ordinary orders.
 """
 
 from __future__ import annotations
@@ -14,42 +34,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
+import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl
 
-from guard_app.sim.exchange import ApiError, SimAccount, SimExchange, SimMarket, SimOrder, fmt
+from guard_app.sim.exchange import (
+    BINANCE_ERRORS,
+    ApiError,
+    SimAccount,
+    SimExchange,
+    SimMarket,
+    SimOrder,
+    dec,
+    fmt,
+)
+from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats
+from guard_app.sim.limits import LimitBook
 
 __all__ = ["ApiRequest", "ApiResponse", "BinanceApi"]
-
-
-@dataclass
-class ApiRequest:
-    """An incoming HTTP request, already read off the socket."""
-
-    method: str
-    path: str
-    query: str
-    body: str
-    headers: dict[str, str]  # lower-case names
-
-    @property
-    def params(self) -> dict[str, str]:
-        params = dict(parse_qsl(self.query, keep_blank_values=True))
-        params.update(parse_qsl(self.body, keep_blank_values=True))
-        return params
-
-
-@dataclass
-class ApiResponse:
-    """What to send back: HTTP status, JSON body and extra headers."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[ApiRequest, dict[str, str], SimAccount | None], Any]
@@ -66,6 +71,42 @@ FUTURES_ORDER_PARAMS = {
 }
 
 
+# Request weight per endpoint: (with a symbol, without). Spot: "Spot API" endpoint pages
+# (e.g. openOrders 6 / 80, ticker/24hr 2 / 80, account 20, exchangeInfo 20, order 1).
+SPOT_WEIGHTS: dict[tuple[str, str], tuple[int, int]] = {
+    ("GET", "/api/v3/exchangeInfo"): (20, 20), ("GET", "/api/v3/ticker/24hr"): (2, 80),
+    ("GET", "/api/v3/ticker/price"): (2, 4), ("GET", "/api/v3/ticker/bookTicker"): (2, 4),
+    ("GET", "/api/v3/account"): (20, 20), ("POST", "/api/v3/order"): (1, 1), ("GET", "/api/v3/order"): (4, 4),
+    ("DELETE", "/api/v3/order"): (1, 1), ("GET", "/api/v3/openOrders"): (6, 80),
+    ("DELETE", "/api/v3/openOrders"): (1, 1),
+}
+# USDⓈ-M: "USDⓈ-M Futures" endpoint pages (New Order "0 on IP rate limit", batchOrders 5,
+# openOrders 1 / 40, ticker/24hr 1 / 40, premiumIndex 1 / 10, account 5, positionRisk 5,
+# positionSide/dual GET 30).
+FUTURES_WEIGHTS: dict[tuple[str, str], tuple[int, int]] = {
+    ("POST", "/fapi/v1/order"): (0, 0), ("POST", "/fapi/v1/batchOrders"): (5, 5),
+    ("DELETE", "/fapi/v1/batchOrders"): (1, 1), ("GET", "/fapi/v1/openOrders"): (1, 40),
+    ("GET", "/fapi/v1/ticker/24hr"): (1, 40), ("GET", "/fapi/v1/ticker/price"): (1, 2),
+    ("GET", "/fapi/v2/ticker/price"): (1, 2), ("GET", "/fapi/v1/ticker/bookTicker"): (2, 5),
+    ("GET", "/fapi/v1/premiumIndex"): (1, 10), ("GET", "/fapi/v2/account"): (5, 5), ("GET", "/fapi/v3/account"): (5, 5),
+    ("GET", "/fapi/v2/balance"): (5, 5), ("GET", "/fapi/v3/balance"): (5, 5), ("GET", "/fapi/v2/positionRisk"): (5, 5),
+    ("GET", "/fapi/v3/positionRisk"): (5, 5), ("GET", "/fapi/v1/positionSide/dual"): (30, 30),
+    ("GET", "/fapi/v1/exchangeInfo"): (1, 1), ("POST", "/fapi/v1/algoOrder"): (1, 1),
+    ("GET", "/fapi/v1/openAlgoOrders"): (1, 40), ("DELETE", "/fapi/v1/algoOpenOrders"): (1, 1),
+}
+ALGO_TYPES = {"STOP_MARKET": "MARKET", "TAKE_PROFIT_MARKET": "MARKET", "STOP": "LIMIT", "TAKE_PROFIT": "LIMIT"}
+MAX_FUTURES_BATCH = 5  # "Place Multiple Orders": max 5 orders
+
+
+class _IpState:
+    """Per-IP abuse tracking: until when it was told to back off, strikes, ban end."""
+
+    def __init__(self) -> None:
+        self.back_off_until = 0.0
+        self.strikes = 0
+        self.banned_until = 0.0
+
+
 def _decimals(step: Decimal) -> int:
     exp = step.normalize().as_tuple().exponent
     return max(0, -exp) if isinstance(exp, int) else 0
@@ -74,8 +115,15 @@ def _decimals(step: Decimal) -> int:
 class BinanceApi:
     """Routes Binance REST paths to handlers; one instance per server."""
 
-    def __init__(self, exchange: SimExchange) -> None:
+    protocol = "binance"
+
+    def __init__(self, exchange: SimExchange, limits: LimitBook | None = None,
+                 stats: RateLimitStats | None = None) -> None:
         self.ex = exchange
+        self.limits = limits or LimitBook(exchange.scenario.limits)
+        self.stats = stats or RateLimitStats()
+        self._ips: dict[str, _IpState] = {}
+        self._ip_lock = threading.Lock()
         # (method, path) -> (handler, signed, venue)
         self.routes: dict[tuple[str, str], tuple[Handler, bool]] = {}
         r = self._route
@@ -108,7 +156,15 @@ class BinanceApi:
             r("GET", f"/fapi/{version}/balance", self._futures_balance, signed=True)
             r("GET", f"/fapi/{version}/positionRisk", self._position_risk, signed=True)
         r("GET", "/fapi/v1/leverageBracket", self._leverage_brackets, signed=True)
-        r("GET", "/fapi/v1/positionSide/dual", lambda q, p, a: {"dualSidePosition": False}, signed=True)
+        r("GET", "/fapi/v1/positionSide/dual", lambda q, p, a: {"dualSidePosition": bool(a and a.hedge)}, signed=True)
+        r("POST", "/fapi/v1/positionSide/dual", self._set_dual, signed=True)
+        r("POST", "/fapi/v1/batchOrders", self._batch_orders, signed=True)
+        r("DELETE", "/fapi/v1/batchOrders", self._cancel_batch, signed=True)
+        r("POST", "/fapi/v1/algoOrder", self._new_algo, signed=True)
+        r("GET", "/fapi/v1/algoOrder", self._get_algo, signed=True)
+        r("DELETE", "/fapi/v1/algoOrder", self._cancel_algo, signed=True)
+        r("GET", "/fapi/v1/openAlgoOrders", self._open_algos, signed=True)
+        r("DELETE", "/fapi/v1/algoOpenOrders", self._cancel_algos, signed=True)
         r("GET", "/fapi/v1/multiAssetsMargin", lambda q, p, a: {"multiAssetsMargin": False}, signed=True)
         r("POST", "/fapi/v1/leverage", self._set_leverage, signed=True)
         r("POST", "/fapi/v1/order", lambda q, p, a: self._new_order("futures", p, a), signed=True)
@@ -135,32 +191,129 @@ class BinanceApi:
         return (method, path) in self.routes
 
     def is_order_request(self, method: str, path: str) -> bool:
-        return method == "POST" and path in ("/api/v3/order", "/fapi/v1/order")
+        return method == "POST" and path in ("/api/v3/order", "/fapi/v1/order", "/fapi/v1/batchOrders",
+                                             "/fapi/v1/algoOrder")
 
     def handle(self, req: ApiRequest) -> ApiResponse:
         """Answer one request (the caller has already checked that the route exists)."""
         handler, signed = self.routes[(req.method, req.path)]
-        weight = self.ex.count_weight(1)
-        headers = {"x-mbx-used-weight-1m": str(weight), "x-mbx-used-weight": str(weight)}
         params = req.params
         venue = "spot" if req.path.startswith("/api/") else "futures"
+        refused, headers = self._charge_weight(req, params, venue)
+        if refused is not None:
+            return refused
         account: SimAccount | None = None
         try:
             if signed:
                 account = self._authenticate(req, params)
+            if account is not None and self.is_order_request(req.method, req.path):
+                refused = self._charge_orders(req, params, venue, account, headers)
+                if refused is not None:
+                    return refused
             body = handler(req, params, account)
             status = 200
+            if venue == "spot" and account is not None and self.is_order_request(req.method, req.path) \
+                    and isinstance(body, dict) and body.get("status") == "FILLED":
+                # Spot "Unfilled Order Count": an order that fills at once is taken back off.
+                for name, seconds, label in (("binance.spot_orders_10s", 10.0, "10s"),
+                                             ("binance.spot_orders_1d", 86400.0, "1d")):
+                    window = self.limits.refund(name, seconds, venue, account.name)
+                    headers[f"x-mbx-order-count-{label}"] = str(int(window.used))
         except ApiError as err:
             if self.is_order_request(req.method, req.path) and account is None:
                 self.ex.record_rejection(None, venue, params, err)
             status, body = err.http_status, {"code": err.code, "msg": err.msg}
         return ApiResponse(status, body, headers)
 
+    # --- rate limits -------------------------------------------------------------------
+
+    def _ip(self, client: str) -> _IpState:
+        with self._ip_lock:
+            return self._ips.setdefault(client, _IpState())
+
+    def _too_many(self, ip: _IpState, client: str, code: int, msg: str, until: float,
+                  headers: dict[str, str]) -> ApiResponse:
+        """A 429, or a 418 ban when the IP keeps going after being told to back off."""
+        now = time.time()
+        with self._ip_lock:
+            if now < ip.back_off_until:
+                ip.strikes += 1
+            ip.back_off_until = max(ip.back_off_until, until)
+            if ip.strikes >= self.limits.limit("binance.ban_after_429s"):
+                ip.banned_until = now + self.limits.limit("binance.ban_seconds")
+                ip.strikes = 0
+        if ip.banned_until > now:
+            return self._banned(ip, client, headers)
+        self.stats.note("binance", "429")
+        return ApiResponse(429, {"code": code, "msg": msg},
+                           {**headers, "Retry-After": str(max(1, int(until - now + 0.999)))})
+
+    def _banned(self, ip: _IpState, client: str, headers: dict[str, str]) -> ApiResponse:
+        self.stats.note("binance", "418")
+        until_ms = int(ip.banned_until * 1000)
+        return ApiResponse(418, {"code": -1003, "msg": f"Way too many requests; IP({client}) banned until {until_ms}. "
+                                                      "Please use the websocket for live updates to avoid bans."},
+                           {**headers, "Retry-After": str(max(1, int(ip.banned_until - time.time() + 0.999)))})
+
+    def _charge_weight(self, req: ApiRequest, params: dict[str, str],
+                       venue: str) -> tuple[ApiResponse | None, dict[str, str]]:
+        ip = self._ip(req.client)
+        now = time.time()
+        if ip.banned_until > now:
+            return self._banned(ip, req.client, {}), {}
+        table = SPOT_WEIGHTS if venue == "spot" else FUTURES_WEIGHTS
+        with_symbol, without = table.get((req.method, req.path), (1, 1))
+        weight = with_symbol if params.get("symbol") else without
+        if req.path.startswith(("/sapi/", "/dapi/")):
+            weight, venue = 1, "spot"
+        name = "binance.spot_weight_1m" if venue == "spot" else "binance.futures_weight_1m"
+        allowed, window = self.limits.charge(name, 60.0, venue, req.client, cost=weight)
+        self.ex.count_weight(weight)
+        headers = {"x-mbx-used-weight-1m": fmt(Decimal(window.used)), "x-mbx-used-weight": fmt(Decimal(window.used))}
+        if allowed and now < ip.back_off_until:
+            # Still inside the back-off period it was given: that is what earns a ban.
+            with self._ip_lock:
+                ip.strikes += 1
+                if ip.strikes >= self.limits.limit("binance.ban_after_429s"):
+                    ip.banned_until = now + self.limits.limit("binance.ban_seconds")
+                    ip.strikes = 0
+                    return self._banned(ip, req.client, headers), headers
+        if not allowed:
+            limit = int(window.limit)
+            return self._too_many(ip, req.client, -1003,
+                                  f"Too many requests; current limit of IP({req.client}) is {limit} requests per "
+                                  "minute. Please use WebSocket Streams for live updates to avoid polling the API.",
+                                  window.reset_at(), headers), headers
+        return None, headers
+
+    def _charge_orders(self, req: ApiRequest, params: dict[str, str], venue: str, acc: SimAccount,
+                       headers: dict[str, str]) -> ApiResponse | None:
+        """Count orders per account ("Order Rate Limits"); a batch counts each order."""
+        count = 1
+        if req.path.endswith("batchOrders"):
+            try:
+                count = max(1, len(json.loads(params.get("batchOrders", "[]"))))
+            except ValueError:
+                count = 1
+        if venue == "spot":
+            windows = [("binance.spot_orders_10s", 10.0, "10S"), ("binance.spot_orders_1d", 86400.0, "1D")]
+        else:
+            windows = [("binance.futures_orders_10s", 10.0, "10S"), ("binance.futures_orders_1m", 60.0, "1M")]
+        for name, seconds, label in windows:
+            allowed, window = self.limits.charge(name, seconds, venue, acc.name, cost=count)
+            headers[f"x-mbx-order-count-{label.lower()}"] = str(int(window.used))
+            if not allowed:
+                unit = {"10S": "10 SECOND", "1M": "1 MINUTE", "1D": "1 DAY"}[label]
+                return self._too_many(self._ip(req.client), req.client, -1015,
+                                      f"Too many new orders; current limit is {int(window.limit)} orders per {unit}.",
+                                      window.reset_at(), headers)
+        return None
+
     def _authenticate(self, req: ApiRequest, params: dict[str, str]) -> SimAccount:
         api_key = req.headers.get("x-mbx-apikey")
         if not api_key:
             raise ApiError(-2014, "API-key format invalid.", 401)
-        account = self.ex.account_for_key(api_key)
+        account = self.ex.account_for_key(api_key, "binance")
         if account is None:
             raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
         if "timestamp" not in params:
@@ -210,17 +363,26 @@ class BinanceApi:
     def _exchange_info(self, venue: str) -> dict[str, Any]:
         now = self.ex.server_time_ms()
         if venue == "spot":
+            lim = self.limits.limit
             limits = [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
-                {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": int(lim("binance.spot_weight_1m"))},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
+                 "limit": int(lim("binance.spot_orders_10s"))},
+                {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1,
+                 "limit": int(lim("binance.spot_orders_1d"))},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
             ]
             symbols = [self._spot_symbol(m) for m in self.ex.spot_markets.values()]
         else:
+            lim = self.limits.limit
             limits = [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
-                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": int(lim("binance.futures_weight_1m"))},
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": int(lim("binance.futures_orders_1m"))},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
+                 "limit": int(lim("binance.futures_orders_10s"))},
             ]
             symbols = [self._futures_symbol(m) for m in self.ex.swap_markets.values()]
         info: dict[str, Any] = {
@@ -388,28 +550,30 @@ class BinanceApi:
             "permissions": ["SPOT"], "uid": zlib.crc32(acc.name.encode()),
         }
 
-    def _position_row(self, acc: SimAccount, m: SimMarket, amt: Decimal, entry: Decimal, v3: bool) -> dict[str, Any]:
+    def _position_row(self, acc: SimAccount, m: SimMarket, amt: Decimal, entry: Decimal, v3: bool,
+                      margin_mode: str = "cross", leg: str = "net") -> dict[str, Any]:
         notional = amt * m.price
         leverage = self.ex.leverage_of(acc, m)
         initial = abs(notional) / leverage
+        isolated = fmt(initial) if margin_mode == "isolated" else "0"
         row: dict[str, Any] = {
-            "symbol": m.id, "positionSide": "BOTH", "positionAmt": fmt(amt), "entryPrice": fmt(entry),
-            "breakEvenPrice": fmt(entry), "markPrice": fmt(m.price),
+            "symbol": m.id, "positionSide": "BOTH" if leg == "net" else leg.upper(), "positionAmt": fmt(amt),
+            "entryPrice": fmt(entry), "breakEvenPrice": fmt(entry), "markPrice": fmt(m.price),
             "unRealizedProfit": fmt(amt * (m.price - entry)), "liquidationPrice": "0",
-            "isolatedMargin": "0", "notional": fmt(notional), "marginAsset": m.spec.quote,
-            "isolatedWallet": "0", "initialMargin": fmt(initial), "maintMargin": fmt(abs(notional) * Decimal("0.004")),
+            "isolatedMargin": isolated, "notional": fmt(notional), "marginAsset": m.spec.quote,
+            "isolatedWallet": isolated, "initialMargin": fmt(initial), "maintMargin": fmt(abs(notional) * Decimal("0.004")),
             "positionInitialMargin": fmt(initial), "openOrderInitialMargin": "0", "adl": 1,
             "bidNotional": "0", "askNotional": "0", "updateTime": acc.update_time,
         }
         if not v3:
-            row.update({"leverage": str(leverage), "marginType": "cross", "isAutoAddMargin": "false",
+            row.update({"leverage": str(leverage), "marginType": margin_mode, "isAutoAddMargin": "false",
                         "maxNotionalValue": "1000000"})
         return row
 
     def _position_risk(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> list[dict[str, Any]]:
         assert acc is not None  # noqa: S101 - signed route
         v3 = req.path.startswith("/fapi/v3/")
-        rows = [self._position_row(acc, m, amt, entry, v3) for m, amt, entry in self.ex.position_rows(acc)]
+        rows = [self._position_row(acc, m, amt, entry, v3, mm, leg) for m, mm, leg, amt, entry in self.ex.position_legs(acc)]
         if "symbol" in p:
             if p["symbol"] not in self.ex.swap_markets:
                 raise ApiError(-1121, "Invalid symbol.")
@@ -433,14 +597,14 @@ class BinanceApi:
         f = self.ex.futures_figures(acc)
         asset = self._futures_asset(acc)
         positions = []
-        for m, amt, entry in self.ex.position_rows(acc):
-            row = self._position_row(acc, m, amt, entry, v3=True)
+        for m, mm, leg, amt, entry in self.ex.position_legs(acc):
+            row = self._position_row(acc, m, amt, entry, True, mm, leg)
             positions.append({k: row[k] for k in ("symbol", "positionSide", "positionAmt", "unRealizedProfit",
                                                   "isolatedMargin", "notional", "isolatedWallet",
                                                   "initialMargin", "maintMargin", "updateTime")})
             if not req.path.startswith("/fapi/v3/"):
                 positions[-1].update({"entryPrice": row["entryPrice"], "leverage": str(self.ex.leverage_of(acc, m)),
-                                      "isolated": False, "positionInitialMargin": row["positionInitialMargin"],
+                                      "isolated": mm == "isolated", "positionInitialMargin": row["positionInitialMargin"],
                                       "openOrderInitialMargin": "0", "maxNotional": "1000000"})
         return {
             "totalInitialMargin": asset["initialMargin"], "totalMaintMargin": "0",
@@ -517,7 +681,8 @@ class BinanceApi:
             "price": fmt(o.price), "avgPrice": fmt(o.avg_price), "origQty": fmt(o.orig_qty),
             "executedQty": fmt(o.executed_qty), "cumQty": fmt(o.executed_qty), "cumQuote": fmt(o.cum_quote),
             "timeInForce": o.time_in_force, "type": o.type, "reduceOnly": o.reduce_only, "closePosition": False,
-            "side": o.side, "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+            "side": o.side, "positionSide": o.leg.upper() if o.leg != "net" else "BOTH",
+            "stopPrice": fmt(o.trigger_price) if o.trigger_price else "0", "workingType": "CONTRACT_PRICE",
             "priceProtect": False, "origType": o.type, "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
             "goodTillDate": 0, "time": o.time, "updateTime": o.update_time,
         }
@@ -538,6 +703,143 @@ class BinanceApi:
             body = {k: body[k] for k in ("symbol", "orderId", "orderListId", "clientOrderId", "transactTime")}
         return body
 
+    def _set_dual(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        """"Change Position Mode": only without open positions or orders (-4068 / -4067)."""
+        assert acc is not None  # noqa: S101 - signed route
+        wanted = p.get("dualSidePosition", "").lower()
+        if wanted not in ("true", "false"):
+            raise ApiError(-1102, "Mandatory parameter 'dualSidePosition' was not sent, was empty/null, or malformed.")
+        if (wanted == "true") == acc.hedge:
+            raise ApiError(-4059, "No need to change position side.")
+        if self.ex.position_legs(acc):
+            raise ApiError(-4068, "Position side cannot be changed if there exists position.")
+        if self.ex.list_open_orders(acc, "futures", None, conditional=None):
+            raise ApiError(-4067, "Position side cannot be changed if there exists open orders.")
+        acc.hedge = wanted == "true"
+        return {"code": 200, "msg": "success"}
+
+    def _batch_orders(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> list[dict[str, Any]]:
+        """"Place Multiple Orders": ≤ 5; each entry is the order's JSON or its own error."""
+        assert acc is not None  # noqa: S101 - signed route
+        try:
+            rows = json.loads(p.get("batchOrders", ""))
+        except ValueError:
+            raise ApiError(-1102, "Mandatory parameter 'batchOrders' was not sent, was empty/null, or malformed.") from None
+        if not isinstance(rows, list) or not rows:
+            raise ApiError(-1102, "Mandatory parameter 'batchOrders' was not sent, was empty/null, or malformed.")
+        if len(rows) > MAX_FUTURES_BATCH:
+            raise ApiError(-4079, f"Invalid orderList length. Max length is {MAX_FUTURES_BATCH}.")
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                if not isinstance(row, dict):
+                    raise ApiError(-1130, "Data sent for parameter 'batchOrders' is not valid.")
+                out.append(self._new_order("futures", {k: str(v) for k, v in row.items()}, acc))
+            except ApiError as err:
+                out.append({"code": err.code, "msg": err.msg})
+        return out
+
+    def _cancel_batch(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> list[dict[str, Any]]:
+        """"Cancel Multiple Orders": orderIdList or origClientOrderIdList (≤ 10)."""
+        assert acc is not None  # noqa: S101 - signed route
+        key, name = ("orderId", "orderIdList") if "orderIdList" in p else ("origClientOrderId", "origClientOrderIdList")
+        try:
+            ids = json.loads(p.get(name, ""))
+        except ValueError:
+            raise ApiError(-1102, "Mandatory parameter 'orderIdList' was not sent, was empty/null, or malformed.") from None
+        if not isinstance(ids, list) or not 0 < len(ids) <= 10:
+            raise ApiError(-4080, "Invalid orderIdList length. Max length is 10.")
+        out: list[dict[str, Any]] = []
+        for one in ids:
+            try:
+                out.append(self._cancel("futures", {"symbol": p.get("symbol", ""), key: str(one)}, acc))
+            except ApiError as err:
+                out.append({"code": err.code, "msg": err.msg})
+        return out
+
+    # --- USDⓈ-M Algo Service (conditional orders) ----------------------------------------
+
+    def _algo_json(self, o: SimOrder) -> dict[str, Any]:
+        status = "NEW" if o.is_open else ("CANCELED" if o.status == "CANCELED" else "FINISHED")
+        return {
+            "algoId": o.order_id, "clientAlgoId": o.client_order_id, "algoType": "CONDITIONAL",
+            "orderType": o.trigger_type or ("STOP_MARKET" if o.type == "MARKET" else "STOP"), "symbol": o.market.id,
+            "side": o.side, "positionSide": o.leg.upper() if o.leg != "net" else "BOTH",
+            "timeInForce": o.time_in_force, "quantity": fmt(o.orig_qty), "algoStatus": status,
+            "triggerPrice": fmt(o.trigger_price), "price": fmt(o.price), "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": "CONTRACT_PRICE", "priceMatch": "NONE",
+            "closePosition": False, "priceProtect": False, "reduceOnly": o.reduce_only, "createTime": o.time,
+            "updateTime": o.update_time, "triggerTime": 0, "goodTillDate": 0,
+        }
+
+    def _new_algo(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        """"New Algo Order" (algoType CONDITIONAL): rests until cancelled; never triggers here."""
+        assert acc is not None  # noqa: S101 - signed route
+        if p.get("algoType") != "CONDITIONAL":
+            raise ApiError(-1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed.")
+        kind = p.get("type", "").upper()
+        if kind not in ALGO_TYPES:
+            raise ApiError(-1116, "Invalid orderType.")
+        market = self.ex.swap_markets.get(p.get("symbol", ""))
+        if market is None:
+            raise ApiError(-1121, "Invalid symbol.")
+        side = p.get("side", "").upper()
+        if side not in ("BUY", "SELL"):
+            raise ApiError(-1117, "Invalid side.")
+        if "triggerPrice" not in p:
+            raise ApiError(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
+        trigger = _dec(p["triggerPrice"], "triggerPrice")
+        qty = _dec(p.get("quantity", ""), "quantity")
+        price = _dec(p["price"], "price") if ALGO_TYPES[kind] == "LIMIT" and "price" in p else market.price
+        position_side = p.get("positionSide", "BOTH").upper()
+        if acc.hedge != (position_side in ("LONG", "SHORT")):
+            raise ApiError(-4061, "Order's position side does not match user's setting.")
+        leg = position_side.lower() if acc.hedge else "net"
+        order = self.ex.place(acc, market, side, ALGO_TYPES[kind], qty, price,
+                              reduce_only=p.get("reduceOnly", "false").lower() == "true",
+                              client_order_id=p.get("clientAlgoId"), margin_mode=self.ex.margin_mode_of(acc, market, leg),
+                              leg=leg, errors=BINANCE_ERRORS, trigger_price=trigger,
+                              time_in_force=p.get("timeInForce", "GTC"))
+        order.trigger_type = kind
+        return self._algo_json(order)
+
+    def _algo(self, acc: SimAccount, p: dict[str, str]) -> SimOrder:
+        order = None
+        if p.get("algoId"):
+            try:
+                order = self.ex.order_by_id(acc, order_id=int(p["algoId"]))
+            except ValueError:
+                raise ApiError(-1100, "Illegal characters found in parameter 'algoId'.") from None
+        elif p.get("clientAlgoId"):
+            order = self.ex.order_by_id(acc, client_order_id=p["clientAlgoId"])
+        else:
+            raise ApiError(-1102, "Param 'algoId' or 'clientAlgoId' must be sent, but both were empty/null!")
+        if order is None or not order.conditional or order.market.is_spot:
+            raise ApiError(-2013, "Order does not exist.")
+        return order
+
+    def _get_algo(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        assert acc is not None  # noqa: S101 - signed route
+        return self._algo_json(self._algo(acc, p))
+
+    def _cancel_algo(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        assert acc is not None  # noqa: S101 - signed route
+        order = self._algo(acc, p)
+        if not self.ex.cancel(acc, order):
+            raise ApiError(-2011, "Unknown order sent.")
+        return {"algoId": order.order_id, "clientAlgoId": order.client_order_id, "code": "200", "msg": "success"}
+
+    def _open_algos(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> list[dict[str, Any]]:
+        assert acc is not None  # noqa: S101 - signed route
+        return [self._algo_json(o) for o in self.ex.list_open_orders(acc, "futures", p.get("symbol"), conditional=True)]
+
+    def _cancel_algos(self, req: ApiRequest, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
+        assert acc is not None  # noqa: S101 - signed route
+        if not p.get("symbol"):
+            raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        self.ex.cancel_all(acc, "futures", p["symbol"], conditional=True)
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
     def _get_order(self, venue: str, p: dict[str, str], acc: SimAccount | None) -> dict[str, Any]:
         assert acc is not None  # noqa: S101 - signed route
         return self._order_json(self.ex.find_order(acc, venue, p), venue, query=True)
@@ -555,7 +857,7 @@ class BinanceApi:
         assert acc is not None  # noqa: S101 - signed route
         if not p.get("symbol"):
             raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-        cancelled = self.ex.cancel_all(acc, venue, p["symbol"])
+        cancelled = self.ex.cancel_all(acc, venue, p["symbol"], conditional=None if venue == "spot" else False)
         if venue == "futures":
             return {"code": 200, "msg": "The operation of cancel all open order is done."}
         if not cancelled:
@@ -570,8 +872,15 @@ class BinanceApi:
 
     def _open_orders(self, venue: str, p: dict[str, str], acc: SimAccount | None) -> list[dict[str, Any]]:
         assert acc is not None  # noqa: S101 - signed route
-        orders = self.ex.list_open_orders(acc, venue, p.get("symbol"))
+        # Spot lists stop orders with the resting ones; USDⓈ-M keeps them in the Algo Service.
+        orders = self.ex.list_open_orders(acc, venue, p.get("symbol"), conditional=None if venue == "spot" else False)
         return [self._order_json(o, venue, query=True) for o in orders]
+
+
+def _dec(value: str, name: str) -> Decimal:
+    if value == "":
+        raise ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return dec(value, name)
 
 
 def _strip_signature(text: str) -> str:

@@ -3,6 +3,13 @@
 Serves a scenario on 127.0.0.1 until SIGINT/SIGTERM, optionally with the simulated
 strategy opening new positions. A bad scenario file or a port in use prints one line to
 stderr and exits 2.
+
+One port speaks all three protocols, routed by path: OKX v5 under ``/api/v5/``, Bybit
+v5 under ``/v5/``, Binance everywhere else (``/api/v3``, ``/fapi``, ``/sapi`` ...), and
+the control API under ``/_sim/``. Each scenario account says which exchange its key
+belongs to (``exchange = "okx"``); the banner prints the ``[accounts.ccxt]`` URL
+override for each protocol the scenario uses (the ``exchanges.toml`` scenario shipped
+with the simulator has accounts on all three).
 """
 
 from __future__ import annotations
@@ -16,22 +23,32 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from guard_app.sim.overrides import ccxt_overrides
+from guard_app.sim.overrides import EXCHANGE_API_PATHS, ccxt_overrides
 from guard_app.sim.scenario import ScenarioError, demo_scenario_path, load_scenario
 from guard_app.sim.server import SimServer
 from guard_app.sim.strategy import SimStrategy
 
-__all__ = ["add_sim_arguments", "main", "run_sim"]
+__all__ = ["SIM_DESCRIPTION", "add_sim_arguments", "main", "run_sim"]
 
 DEFAULT_PORT = 8765
 
+SIM_DESCRIPTION = (
+    "Run guard-app's exchange simulator: simulated Binance, OKX (v5) and Bybit (v5, unified account) "
+    "on one port of 127.0.0.1, routed by path (OKX /api/v5/..., Bybit /v5/..., Binance /api/v3, /fapi, "
+    "/sapi ...; control API /_sim/...). Each scenario account names its exchange; the banner prints the "
+    "ccxt URL override for each. Built-in scenarios: demo.toml (Binance) and exchanges.toml (all three)."
+)
+
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the simulator's options (``--port``, ``--scenario``, ``--strategy``) to a parser."""
+    """Add the simulator's options (``--port``, ``--scenario``, ``--strategy``) to a parser
+    (and its description, so ``guard-app sim --help`` says how the three exchanges are served)."""
+    parser.description = SIM_DESCRIPTION
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--scenario", type=Path, default=None,
-                        help="scenario TOML file (default: the built-in demo scenario)")
+                        help="scenario TOML file, or the name of a built-in one: demo (Binance, the default) "
+                             "or exchanges (Binance, OKX and Bybit accounts)")
     parser.add_argument("--strategy", action=argparse.BooleanOptionalAction, default=False,
                         help="run a simulated strategy that keeps opening small positions")
     parser.add_argument("--strategy-interval", type=float, default=5.0,
@@ -45,6 +62,8 @@ def run_sim(args: argparse.Namespace, stop_event: threading.Event | None = None)
     ``stop_event`` lets tests and embedding code stop it without a signal.
     """
     scenario_path = args.scenario or demo_scenario_path()
+    if str(scenario_path) in ("demo", "exchanges"):
+        scenario_path = demo_scenario_path().with_name(f"{scenario_path}.toml")
     try:
         scenario = load_scenario(scenario_path)
     except ScenarioError as exc:
@@ -74,11 +93,14 @@ def run_sim(args: argparse.Namespace, stop_event: threading.Event | None = None)
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        print(f"Simulated Binance serving {scenario_path} on {server.base_url}", flush=True)
-        print("Accounts: " + ", ".join(a.name for a in scenario.accounts)
+        protocols = [p for p in EXCHANGE_API_PATHS if any(a.exchange == p for a in scenario.accounts)]
+        print(f"Simulated {', '.join(p.capitalize() if p != 'okx' else 'OKX' for p in protocols)} serving "
+              f"{scenario_path} on {server.base_url}", flush=True)
+        print("Accounts: " + ", ".join(f"{a.name} ({a.exchange})" for a in scenario.accounts)
               + f" (their fake API keys are in {Path(scenario_path).name})", flush=True)
         print("Point guard-app at it: add this to each simulated account in config.toml:", flush=True)
-        print(f"  [accounts.ccxt]\n  {_urls_toml(server.base_url)}", flush=True)
+        for protocol in protocols:
+            print(f"  {protocol} accounts:\n  [accounts.ccxt]\n  {_urls_toml(server.base_url, protocol)}", flush=True)
         print(f"Control API: {server.base_url}/_sim/state (see guard_app/sim/control.py). "
               "Stop with Ctrl+C.", flush=True)
         if strategy is not None:
@@ -95,14 +117,14 @@ def run_sim(args: argparse.Namespace, stop_event: threading.Event | None = None)
     return 0
 
 
-def _urls_toml(base_url: str) -> str:
+def _urls_toml(base_url: str, exchange: str = "binance") -> str:
     """The ``urls`` line of an ``[accounts.ccxt]`` table pointing ccxt at ``base_url``."""
-    api = ccxt_overrides(base_url)["urls"]["api"]
+    api = ccxt_overrides(base_url, exchange)["urls"]["api"]
     return "urls = { api = { " + ", ".join(f'{k} = "{v}"' for k, v in api.items()) + " } }"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m guard_app.sim", description="Run guard-app's exchange simulator.")
+    parser = argparse.ArgumentParser(prog="python -m guard_app.sim", description=SIM_DESCRIPTION)
     add_sim_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     return run_sim(parser.parse_args(argv))

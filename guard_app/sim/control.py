@@ -13,13 +13,18 @@ GET      /_sim/balances           ``?account=NAME`` → spot balances
 GET      /_sim/positions          ``?account=NAME`` → futures positions
 POST     /_sim/price              ``{"symbol", "price"}`` set a price (unified symbol or id)
 POST     /_sim/move               ``{"symbol", "pct"}`` move a price by a percentage
-POST     /_sim/position           ``{"account", "symbol", "side", "contracts", "entry_price"?}``
+POST     /_sim/position           ``{"account", "symbol", "side", "contracts", "entry_price"?,
+                                  "margin_mode"?}`` (contracts of the account's exchange)
 POST     /_sim/balance            ``{"account", "asset", "amount"}`` credit a spot balance
 POST     /_sim/keys/revoke        ``{"api_key"}`` the key answers -2015 from now on
 POST     /_sim/keys/restore       ``{"api_key"}``
 POST     /_sim/latency            ``{"seconds"}`` latency added to every API answer
 POST     /_sim/clock              ``{"skew_ms"}`` server clock minus real clock
 POST     /_sim/partial_fill       ``{"fraction"}`` share of a market order that fills
+GET      /_sim/limits             rate-limit answers sent so far, e.g. ``{"binance 429": 2,
+                                  "binance 418": 1, "okx 429 50011": 3, "bybit 10006": 1,
+                                  "bybit 403": 1, "fault 429": 1}`` (injected faults too)
+DELETE   /_sim/limits             reset those counts
 GET      /_sim/faults             the active faults
 POST     /_sim/faults             ``{"path_prefix", "kind"?, "status"?, "retry_after"?,
                                   "probability"?, "count"?, "delay"?, "method"?, "body"?}``
@@ -38,8 +43,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from guard_app.sim.binance_api import ApiRequest
 from guard_app.sim.exchange import SimExchange
+from guard_app.sim.frontend import ApiRequest, RateLimitStats
 
 __all__ = ["ControlApi"]
 
@@ -51,9 +56,10 @@ class _BadInput(Exception):
 class ControlApi:
     """Handles ``/_sim/...`` requests against a :class:`SimExchange`."""
 
-    def __init__(self, exchange: SimExchange) -> None:
+    def __init__(self, exchange: SimExchange, stats: RateLimitStats | None = None) -> None:
         self.ex = exchange
         ex = exchange
+        self.stats = stats or RateLimitStats()
         self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
             ("GET", "/_sim/state"): lambda b: ex.snapshot(),
             ("GET", "/_sim/orders"): lambda b: [r.to_dict() for r in ex.orders],
@@ -75,6 +81,8 @@ class ControlApi:
             ("GET", "/_sim/faults"): lambda b: [f.to_dict() for f in ex.faults.list()],
             ("POST", "/_sim/faults"): self._fault,
             ("DELETE", "/_sim/faults"): lambda b: _ok(ex.clear_faults),
+            ("GET", "/_sim/limits"): lambda b: self.stats.snapshot(),
+            ("DELETE", "/_sim/limits"): lambda b: _ok(self.stats.clear),
         }
 
     def handle(self, req: ApiRequest) -> tuple[int, Any]:
@@ -103,7 +111,7 @@ class ControlApi:
 
     def _position(self, b: dict[str, Any]) -> Any:
         self.ex.open_position(_req(b, "account"), _req(b, "symbol"), _req(b, "side"), _req(b, "contracts"),
-                              b.get("entry_price"))
+                              b.get("entry_price"), b.get("margin_mode", "cross"))
         return self.ex.positions(b["account"])
 
     def _fault(self, b: dict[str, Any]) -> dict[str, Any]:

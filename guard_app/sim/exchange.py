@@ -1,9 +1,30 @@
-"""The simulated exchange's state and matching engine, plus its thread-safe control surface.
+"""The simulated exchanges' state and matching engine, plus its thread-safe control surface.
 
-:class:`SimExchange` holds markets, accounts (spot wallet, USDⓈ-M wallet and one-way
-positions), resting orders and the log of every order request. It knows nothing about
-HTTP: the Binance REST layer (:mod:`guard_app.sim.binance_api`) translates requests
-into calls here and :class:`ApiError` back into Binance's error codes.
+:class:`SimExchange` holds markets, accounts, resting orders and the log of every order
+request, for all three protocols at once: each account belongs to one exchange
+(``binance``, ``okx`` or ``bybit``) and only that exchange's front-end
+(:mod:`~guard_app.sim.binance_api`, :mod:`~guard_app.sim.okx_api`,
+:mod:`~guard_app.sim.bybit_api`) accepts its key. Markets (and their prices) are shared;
+each front-end names them its own way (``BTCUSDT``, ``BTC-USDT-SWAP``, ``BTCPERP``).
+
+The model:
+
+- Binance accounts have a spot wallet and a separate USDⓈ-M wallet (``wallet``). OKX
+  and Bybit accounts are unified: one wallet of coins (``spot``) that is also the
+  margin of their perpetuals, and realised PnL settles into it.
+- Perpetual sizes are in the exchange's contracts: OKX's are ``ctVal`` base units
+  (``MarketSpec.contract_size``), Binance's and Bybit's linear ones 1 base unit.
+- Positions are keyed by market + margin mode (``cross``/``isolated``) + leg: ``net`` in
+  one-way mode (signed amount), ``long``/``short`` in hedge mode (Binance
+  dualSidePosition, OKX long_short_mode, Bybit positionIdx 1/2 — USDT perpetuals only).
+- Reduce-only orders never open, grow or flip a position; with nothing to reduce
+  (no position of that margin mode / leg) they are refused with the protocol's error.
+- Conditional orders (OKX algo orders, Bybit ``orderFilter=StopOrder``, Binance stop /
+  take-profit types) are kept apart from resting limit orders; they rest until
+  cancelled (the simulator does not trigger them).
+
+It knows nothing about HTTP: the front-ends translate requests into calls here and
+:class:`ApiError` back into their protocol's error codes.
 
 Every public method takes one lock, so tests, the HTTP control endpoints and
 :class:`~guard_app.sim.strategy.SimStrategy` can drive it from any thread.
@@ -23,15 +44,16 @@ from typing import Any
 from guard_app.sim.faults import Fault, FaultBook
 from guard_app.sim.scenario import MarketSpec, Scenario
 
-__all__ = ["ApiError", "OrderRecord", "SimAccount", "SimExchange", "SimMarket", "SimOrder"]
+__all__ = ["ApiError", "OrderErrors", "OrderRecord", "SimAccount", "SimExchange", "SimMarket", "SimOrder"]
 
 ZERO = Decimal(0)
 
 
 class ApiError(Exception):
-    """A Binance error answer: ``{"code": code, "msg": msg}`` with an HTTP status."""
+    """An exchange's error answer: code and message (Binance ``{"code", "msg"}``, OKX
+    ``sCode``/``sMsg``, Bybit ``retCode``/``retMsg``) with an HTTP status."""
 
-    def __init__(self, code: int, msg: str, http_status: int = 400) -> None:
+    def __init__(self, code: int | str, msg: str, http_status: int = 400) -> None:
         super().__init__(f"{code} {msg}")
         self.code = code
         self.msg = msg
@@ -45,6 +67,19 @@ UNKNOWN_ORDER = ApiError(-2011, "Unknown order sent.")
 ORDER_DOES_NOT_EXIST = ApiError(-2013, "Order does not exist.")
 INVALID_SYMBOL = ApiError(-1121, "Invalid symbol.")
 MARGIN_INSUFFICIENT = ApiError(-2019, "Margin is insufficient.")
+
+
+@dataclass(frozen=True)
+class OrderErrors:
+    """How one protocol refuses what the matching engine refuses (see :meth:`SimExchange.place`)."""
+
+    nothing_to_reduce: ApiError  # reduce-only (or a hedge-leg close) with no position to reduce
+    reduce_too_large: ApiError | None  # None: clamp a too-large reduce-only order to the position
+    insufficient_balance: ApiError
+    margin_insufficient: ApiError
+
+
+BINANCE_ERRORS = OrderErrors(REDUCE_ONLY_REJECTED, REDUCE_ONLY_REJECTED, INSUFFICIENT_BALANCE, MARGIN_INSUFFICIENT)
 
 
 def dec(value: Any, name: str) -> Decimal:
@@ -114,6 +149,14 @@ class SimOrder:
     executed_qty: Decimal = ZERO
     cum_quote: Decimal = ZERO
     status: str = "NEW"
+    margin_mode: str = "cross"
+    leg: str = "net"  # net | long | short
+    trigger_price: Decimal | None = None  # set: a conditional (algo / stop) order, kept apart
+    trigger_type: str = ""  # the protocol's name for it, e.g. Binance STOP_MARKET
+
+    @property
+    def conditional(self) -> bool:
+        return self.trigger_price is not None
 
     @property
     def venue(self) -> str:
@@ -126,6 +169,10 @@ class SimOrder:
     @property
     def avg_price(self) -> Decimal:
         return self.cum_quote / self.executed_qty if self.executed_qty else ZERO
+
+    @property
+    def position_key(self) -> tuple[str, str, str]:
+        return (self.market.id, self.margin_mode, self.leg)
 
 
 @dataclass(frozen=True)
@@ -146,7 +193,7 @@ class OrderRecord:
     order_id: int | None = None
     status: str | None = None
     filled: float | None = None
-    error_code: int | None = None
+    error_code: int | None = None  # the exchange's code (OKX's "51000" as 51000)
     error_msg: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,20 +202,42 @@ class OrderRecord:
 
 @dataclass
 class SimAccount:
-    """One API key with its spot wallet, USDⓈ-M wallet and positions."""
+    """One API key of one exchange with its wallets and positions.
+
+    ``positions`` maps (market id, margin mode, leg) to [signed contracts, entry price].
+    """
 
     name: str
     api_key: str = field(repr=False)
     secret: str = field(repr=False)
     spot: dict[str, list[Decimal]] = field(default_factory=dict)  # asset -> [free, locked]
-    wallet: Decimal = ZERO
-    positions: dict[str, list[Decimal]] = field(default_factory=dict)  # market id -> [amt, entry]
+    wallet: Decimal = ZERO  # Binance USDⓈ-M wallet; unused by unified accounts
+    positions: dict[tuple[str, str, str], list[Decimal]] = field(default_factory=dict)
     leverage: dict[str, int] = field(default_factory=dict)
     revoked: bool = False
     update_time: int = 0
+    protocol: str = "binance"
+    passphrase: str = field(default="", repr=False)
+    hedge: bool = False
+
+    @property
+    def unified(self) -> bool:
+        """OKX trading account / Bybit UNIFIED: spot coins are the perpetuals' margin."""
+        return self.protocol != "binance"
 
     def bal(self, asset: str) -> list[Decimal]:
         return self.spot.setdefault(asset, [ZERO, ZERO])
+
+    def leg_for(self, market: SimMarket, side: str) -> str:
+        """The leg a starting position of ``side`` sits in (net unless hedge applies)."""
+        if self.hedge and (self.protocol != "bybit" or market.spec.settle == "USDT"):
+            return side
+        return "net"
+
+
+def _int_code(err: ApiError) -> int | None:
+    code = str(err.code)
+    return int(code) if code.lstrip("-").isdigit() else None
 
 
 def _now_ms() -> int:
@@ -209,19 +278,30 @@ class SimExchange:
                 spot={a: [amt, ZERO] for a, amt in spec_acc.spot.items()},
                 wallet=spec_acc.futures_wallet if spec_acc.futures_wallet is not None else scenario.futures_wallet,
                 update_time=_now_ms(),
+                protocol=spec_acc.exchange,
+                passphrase=spec_acc.passphrase,
+                hedge=spec_acc.position_mode == "hedge",
             )
             self.accounts[acc.name] = acc
             self._by_key[acc.api_key] = acc
             for pos in spec_acc.positions:
                 market = self.by_symbol[pos.symbol]
                 amt = pos.contracts if pos.side == "long" else -pos.contracts
-                acc.positions[market.id] = [amt, pos.entry_price or market.price]
+                key = (market.id, pos.margin_mode, acc.leg_for(market, pos.side))
+                acc.positions[key] = [amt, pos.entry_price or market.price]
             for o in spec_acc.orders:
                 market = self.by_symbol[o.symbol]
-                self._place(
-                    acc, market, o.side.upper(), "LIMIT", o.amount, o.price, reduce_only=False,
-                    client_order_id=o.client_order_id, allow_fill=False,
+                leg = "net"
+                if not market.is_spot and acc.leg_for(market, "long") != "net":
+                    # A resting order in hedge mode opens the leg of its side unless it reduces.
+                    long_leg = (o.side == "buy") != o.reduce_only
+                    leg = "long" if long_leg else "short"
+                order = self._place(
+                    acc, market, o.side.upper(), "LIMIT", o.amount, o.price, reduce_only=o.reduce_only,
+                    client_order_id=o.client_order_id, allow_fill=False, leg=leg,
+                    trigger_price=o.trigger_price,
                 )
+                order.margin_mode = o.margin_mode
 
     # --- clock, weights ----------------------------------------------------------------
 
@@ -241,10 +321,12 @@ class SimExchange:
 
     # --- lookups -----------------------------------------------------------------------
 
-    def account_for_key(self, api_key: str) -> SimAccount | None:
+    def account_for_key(self, api_key: str, protocol: str = "binance") -> SimAccount | None:
+        """The account of a live key of ``protocol``'s exchange (None: unknown, revoked or
+        another exchange's key)."""
         with self._lock:
             acc = self._by_key.get(api_key)
-            return None if acc is None or acc.revoked else acc
+            return None if acc is None or acc.revoked or acc.protocol != protocol else acc
 
     def _account(self, name: str) -> SimAccount:
         try:
@@ -297,9 +379,12 @@ class SimExchange:
 
     def open_position(
         self, account: str, symbol: str, side: str, contracts: float | Decimal | str,
-        entry_price: float | Decimal | str | None = None,
+        entry_price: float | Decimal | str | None = None, margin_mode: str = "cross",
     ) -> None:
-        """Add to (or open) a futures position directly, bypassing order checks."""
+        """Add to (or open) a perpetual position directly, bypassing order checks.
+
+        ``contracts`` are the account's exchange's contracts; in hedge mode ``side`` is the leg.
+        """
         with self._lock:
             acc = self._account(account)
             market = self.market(symbol, "futures")
@@ -310,8 +395,11 @@ class SimExchange:
                 raise ValueError("contracts must be positive")
             if side not in ("long", "short"):
                 raise ValueError(f"side must be long or short, got {side!r}")
+            if margin_mode not in ("cross", "isolated"):
+                raise ValueError(f"margin_mode must be cross or isolated, got {margin_mode!r}")
             price = Decimal(str(entry_price)) if entry_price is not None else market.price
-            self._apply_futures_fill(acc, market, qty if side == "long" else -qty, price)
+            key = (market.id, margin_mode, acc.leg_for(market, side))
+            self._apply_futures_fill(acc, market, key, qty if side == "long" else -qty, price)
 
     def add_balance(self, account: str, asset: str, amount: float | Decimal | str) -> None:
         """Credit (or, with a negative amount, debit) a spot asset's free balance."""
@@ -394,30 +482,40 @@ class SimExchange:
             }
 
     def positions(self, account: str) -> list[dict[str, Any]]:
-        """Open futures positions: symbol, side, contracts, entry_price, mark_price, pnl."""
+        """Open perpetual positions: symbol, side, contracts (the exchange's), contract_size,
+        margin_mode, hedged, entry_price, mark_price, unrealized_pnl."""
         with self._lock:
             acc = self._account(account)
             result = []
-            for mid, (amt, entry) in sorted(acc.positions.items()):
+            for (mid, margin_mode, leg), (amt, entry) in sorted(acc.positions.items()):
                 if amt == 0:
                     continue
                 market = self.swap_markets[mid]
+                cs = self.contract_size(acc, market)
                 result.append({
                     "symbol": market.symbol,
                     "side": "long" if amt > 0 else "short",
                     "contracts": float(abs(amt)),
+                    "contract_size": float(cs),
+                    "margin_mode": margin_mode,
+                    "hedged": leg != "net",
                     "entry_price": float(entry),
                     "mark_price": float(market.price),
-                    "unrealized_pnl": float(amt * (market.price - entry)),
+                    "unrealized_pnl": float(amt * cs * (market.price - entry)),
                 })
             return result
+
+    def contract_size(self, acc: SimAccount, market: SimMarket) -> Decimal:
+        """Base units per contract of ``market`` on ``acc``'s exchange (OKX ctVal; else 1)."""
+        return market.spec.contract_size if acc.protocol == "okx" and not market.is_spot else Decimal(1)
 
     def open_orders(self, account: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [
                 {"order_id": o.order_id, "client_order_id": o.client_order_id, "account": o.account,
                  "venue": o.venue, "symbol": o.market.symbol, "side": o.side.lower(),
-                 "amount": float(o.orig_qty), "price": float(o.price), "filled": float(o.executed_qty)}
+                 "amount": float(o.orig_qty), "price": float(o.price), "filled": float(o.executed_qty),
+                 "reduce_only": o.reduce_only, "conditional": o.conditional}
                 for o in self._orders.values()
                 if o.is_open and (account is None or o.account == account)
             ]
@@ -440,6 +538,8 @@ class SimExchange:
                 ],
                 "accounts": {
                     name: {
+                        "exchange": acc.protocol,
+                        "position_mode": "hedge" if acc.hedge else "one-way",
                         "revoked": acc.revoked,
                         "balances": self.balances(name),
                         "futures_wallet": float(acc.wallet),
@@ -485,7 +585,7 @@ class SimExchange:
             order_id=order.order_id if order else None,
             status=order.status if order else None,
             filled=float(order.executed_qty) if order else None,
-            error_code=err.code if err else None,
+            error_code=_int_code(err) if err else None,
             error_msg=err.msg if err else None,
         )
 
@@ -514,8 +614,17 @@ class SimExchange:
         otype = p["type"].upper()
         if otype not in ("MARKET", "LIMIT"):
             raise ApiError(-1116, "Invalid orderType.")
-        if venue == "futures" and p.get("positionSide", "BOTH").upper() != "BOTH":
-            raise ApiError(-4061, "Order's position side does not match user's setting.")
+        leg = "net"
+        if venue == "futures":
+            # USDⓈ-M "New Order": positionSide BOTH in one-way mode, LONG/SHORT in hedge mode;
+            # reduceOnly "cannot be sent in Hedge Mode" (-1106).
+            position_side = p.get("positionSide", "BOTH").upper()
+            if acc.hedge != (position_side in ("LONG", "SHORT")):
+                raise ApiError(-4061, "Order's position side does not match user's setting.")
+            if acc.hedge:
+                if "reduceOnly" in p:
+                    raise ApiError(-1106, "Parameter 'reduceOnly' sent when not required.")
+                leg = position_side.lower()
         reduce_only = p.get("reduceOnly", "false").lower() == "true"
         coid = p.get("newClientOrderId")
         if coid is not None:
@@ -551,35 +660,117 @@ class SimExchange:
         if qty < spec.min_qty or qty > spec.max_qty or (qty - spec.min_qty) % spec.step_size != 0:
             raise ApiError(-1013, f"Filter failure: {'MARKET_LOT_SIZE' if otype == 'MARKET' and qty > spec.max_qty else 'LOT_SIZE'}")
 
-        notional = qty * price
-        if venue == "spot":
-            if notional < spec.min_notional:
-                raise ApiError(-1013, "Filter failure: NOTIONAL")
-            base, quote = spec.base, spec.quote
-            if side == "BUY" and acc.bal(quote)[0] < notional:
-                raise INSUFFICIENT_BALANCE
-            if side == "SELL" and acc.bal(base)[0] < qty:
-                raise INSUFFICIENT_BALANCE
-        else:
-            amt = acc.positions.get(market.id, [ZERO, ZERO])[0]
-            delta = qty if side == "BUY" else -qty
-            if reduce_only:
-                # Reduce-only may shrink or close a position, never open, grow or flip it.
-                if amt == 0 or (amt > 0) == (delta > 0) or abs(delta) > abs(amt):
-                    raise REDUCE_ONLY_REJECTED
-            else:
-                if notional < spec.min_notional:
-                    raise ApiError(-4164, f"Order's notional must be no smaller than {fmt(spec.min_notional)} (unless you choose reduce only).")
-                increase = abs(amt + delta) - abs(amt)
-                if increase > 0 and increase * price / self._leverage(acc, market) > self._available(acc):
-                    raise MARGIN_INSUFFICIENT
+        if venue == "spot" and qty * price < spec.min_notional:
+            raise ApiError(-1013, "Filter failure: NOTIONAL")
+        if venue == "futures" and not reduce_only and leg == "net" and qty * price < spec.min_notional:
+            amt = acc.positions.get((market.id, self.margin_mode_of(acc, market), "net"), [ZERO])[0]
+            if not amt or (amt > 0) == (side == "BUY"):
+                raise ApiError(-4164, f"Order's notional must be no smaller than {fmt(spec.min_notional)} (unless you choose reduce only).")
+        return self._check_and_place(
+            acc, market, side, otype, qty, price, reduce_only=reduce_only, client_order_id=coid,
+            margin_mode=self.margin_mode_of(acc, market, leg), leg=leg, errors=BINANCE_ERRORS,
+            time_in_force=p.get("timeInForce", "GTC"),
+        )
 
-        return self._place(acc, market, side, otype, qty, price, reduce_only, coid, allow_fill=True,
-                           time_in_force=p.get("timeInForce", "GTC"))
+    def margin_mode_of(self, acc: SimAccount, market: SimMarket, leg: str = "net") -> str:
+        """The margin mode an order on ``market`` uses where the order doesn't say (Binance,
+        Bybit: a per-symbol setting): that of the leg's position, else of any position on
+        the symbol, else cross."""
+        with self._lock:
+            modes = [(lg == leg, mm) for (mid, mm, lg), (amt, _e) in acc.positions.items() if mid == market.id and amt]
+            return max(modes)[1] if modes else "cross"
+
+    def place(
+        self, acc: SimAccount, market: SimMarket, side: str, otype: str, qty: Decimal, price: Decimal, *,
+        reduce_only: bool, client_order_id: str | None, margin_mode: str, leg: str, errors: OrderErrors,
+        trigger_price: Decimal | None = None, time_in_force: str = "GTC",
+    ) -> SimOrder:
+        """Validate and execute an order the protocol front-end has already parsed; logs it.
+
+        ``qty`` is in contracts for perpetuals (base units for spot); ``leg`` is ``net`` in
+        one-way mode or the hedge leg (``long``/``short``) the order opens or closes.
+        """
+        with self._lock:
+            try:
+                order = self._check_and_place(
+                    acc, market, side, otype, qty, price, reduce_only=reduce_only, client_order_id=client_order_id,
+                    margin_mode=margin_mode, leg=leg, errors=errors, trigger_price=trigger_price,
+                    time_in_force=time_in_force,
+                )
+            except ApiError as err:
+                self._log.append(self._record_parsed(acc.name, market, side, otype, qty, price, reduce_only,
+                                                     client_order_id, None, err))
+                raise
+            self._log.append(self._record_parsed(acc.name, market, side, otype, qty, price, reduce_only,
+                                                 client_order_id, order, None))
+            return order
+
+    def record_refusal(
+        self, account: str | None, market: SimMarket | None, side: str | None, qty: Decimal | None,
+        reduce_only: bool, client_order_id: str | None, err: ApiError,
+    ) -> None:
+        """Log an order request a front-end refused before it reached the engine."""
+        with self._lock:
+            self._log.append(self._record_parsed(account, market, side, None, qty, None, reduce_only,
+                                                 client_order_id, None, err))
+
+    def _record_parsed(
+        self, account: str | None, market: SimMarket | None, side: str | None, otype: str | None,
+        qty: Decimal | None, price: Decimal | None, reduce_only: bool, client_order_id: str | None,
+        order: SimOrder | None, err: ApiError | None,
+    ) -> OrderRecord:
+        return OrderRecord(
+            timestamp=time.time(), account=account,
+            venue=("spot" if market.is_spot else "futures") if market else "unknown",
+            symbol=market.symbol if market else None, side=side.lower() if side else None,
+            type=otype.lower() if otype else None, quantity=float(qty) if qty is not None else None,
+            price=float(price) if price is not None and otype == "LIMIT" else None, reduce_only=reduce_only,
+            client_order_id=order.client_order_id if order else client_order_id, accepted=err is None,
+            order_id=order.order_id if order else None, status=order.status if order else None,
+            filled=float(order.executed_qty) if order else None,
+            error_code=_int_code(err) if err else None,
+            error_msg=err.msg if err else None,
+        )
+
+    def _check_and_place(
+        self, acc: SimAccount, market: SimMarket, side: str, otype: str, qty: Decimal, price: Decimal, *,
+        reduce_only: bool, client_order_id: str | None, margin_mode: str, leg: str, errors: OrderErrors,
+        trigger_price: Decimal | None = None, time_in_force: str = "GTC",
+    ) -> SimOrder:
+        if market.is_spot:
+            base, quote = market.spec.base, market.spec.quote
+            if side == "BUY" and acc.bal(quote)[0] < qty * price:
+                raise errors.insufficient_balance
+            if side == "SELL" and acc.bal(base)[0] < qty:
+                raise errors.insufficient_balance
+        elif trigger_price is None:
+            key = (market.id, margin_mode, leg)
+            amt = acc.positions.get(key, [ZERO, ZERO])[0]
+            delta = qty if side == "BUY" else -qty
+            if leg == "net":
+                closing = amt != 0 and (amt > 0) != (delta > 0)
+            else:
+                # Hedge leg: the long leg is opened by buys and closed by sells, and vice versa.
+                closing = (leg == "long") == (side == "SELL")
+            if (reduce_only or (closing and leg != "net")) and (not closing or amt == 0):
+                raise errors.nothing_to_reduce
+            if closing and (reduce_only or leg != "net") and qty > abs(amt):
+                if errors.reduce_too_large is not None:
+                    raise errors.reduce_too_large
+                qty = abs(amt)
+            if not closing or (leg == "net" and qty > abs(amt)):
+                increase = abs(amt + delta) - abs(amt) if leg == "net" else qty
+                cost = increase * self.contract_size(acc, market) * price / self._leverage(acc, market)
+                if cost > self._available(acc, market.spec.settle):
+                    raise errors.margin_insufficient
+        return self._place(acc, market, side, otype, qty, price, reduce_only, client_order_id, allow_fill=True,
+                           time_in_force=time_in_force, leg=leg, margin_mode=margin_mode,
+                           trigger_price=trigger_price)
 
     def _place(
         self, acc: SimAccount, market: SimMarket, side: str, otype: str, qty: Decimal, price: Decimal,
         reduce_only: bool, client_order_id: str | None, allow_fill: bool, time_in_force: str = "GTC",
+        leg: str = "net", margin_mode: str = "cross", trigger_price: Decimal | None = None,
     ) -> SimOrder:
         now = self.server_time_ms()
         order = SimOrder(
@@ -589,8 +780,11 @@ class SimExchange:
             price=price if otype == "LIMIT" else ZERO,
             time_in_force=time_in_force if otype == "LIMIT" else "GTC",
             reduce_only=reduce_only, time=now, update_time=now,
+            leg=leg, margin_mode=margin_mode, trigger_price=trigger_price,
         )
         self._orders[order.order_id] = order
+        if order.conditional:
+            return order  # conditional orders rest apart and never trigger in the simulator
         crosses = otype == "MARKET" or (
             (side == "BUY" and price >= market.price) or (side == "SELL" and price <= market.price)
         )
@@ -654,41 +848,48 @@ class SimExchange:
                 quote[0] += cost
         else:
             delta = qty if order.side == "BUY" else -qty
-            amt = acc.positions.get(market.id, [ZERO, ZERO])[0]
-            if order.reduce_only:
-                # A resting reduce-only order never flips a position, even after it changed.
-                delta = max(-abs(amt), min(abs(amt), delta)) if (amt > 0) != (delta > 0) else ZERO
+            amt = acc.positions.get(order.position_key, [ZERO, ZERO])[0]
+            if order.reduce_only or order.leg != "net" and (order.leg == "long") == (order.side == "SELL"):
+                # A resting reduce-only (or leg-closing) order never flips a position, even after it changed.
+                delta = max(-abs(amt), min(abs(amt), delta)) if amt and (amt > 0) != (delta > 0) else ZERO
                 qty = abs(delta)
             if qty:
-                self._apply_futures_fill(acc, market, delta, price)
+                self._apply_futures_fill(acc, market, order.position_key, delta, price)
         order.executed_qty += qty
         order.cum_quote += qty * price
         order.update_time = self.server_time_ms()
         order.status = "FILLED" if order.executed_qty >= order.orig_qty else "PARTIALLY_FILLED"
         acc.update_time = order.update_time
 
-    def _apply_futures_fill(self, acc: SimAccount, market: SimMarket, delta: Decimal, price: Decimal) -> None:
-        amt, entry = acc.positions.get(market.id, [ZERO, ZERO])
+    def _apply_futures_fill(
+        self, acc: SimAccount, market: SimMarket, key: tuple[str, str, str], delta: Decimal, price: Decimal,
+    ) -> None:
+        amt, entry = acc.positions.get(key, [ZERO, ZERO])
         if amt == 0 or (amt > 0) == (delta > 0):
             new_amt = amt + delta
             entry = (abs(amt) * entry + abs(delta) * price) / abs(new_amt)
         else:
             closed = min(abs(delta), abs(amt))
-            acc.wallet += closed * (price - entry) * (1 if amt > 0 else -1)
+            pnl = closed * self.contract_size(acc, market) * (price - entry) * (1 if amt > 0 else -1)
+            if acc.unified:
+                bal = acc.bal(market.spec.settle)
+                bal[0] = max(ZERO, bal[0] + pnl)  # realised PnL settles into the unified wallet
+            else:
+                acc.wallet += pnl
             new_amt = amt + delta
             if new_amt != 0 and (new_amt > 0) != (amt > 0):
                 entry = price  # flipped: the remainder opened at this price
         tick = market.spec.tick_size / 1000
         entry = entry.quantize(tick) if entry else entry
         if new_amt == 0:
-            acc.positions.pop(market.id, None)
+            acc.positions.pop(key, None)
         else:
-            acc.positions[market.id] = [new_amt, entry]
+            acc.positions[key] = [new_amt, entry]
         acc.update_time = _now_ms()
 
     def _match_resting(self, market: SimMarket) -> None:
         for order in list(self._orders.values()):
-            if not order.is_open or order.market is not market or order.type != "LIMIT":
+            if not order.is_open or order.market is not market or order.type != "LIMIT" or order.conditional:
                 continue
             if (order.side == "BUY" and market.price <= order.price) or (
                 order.side == "SELL" and market.price >= order.price
@@ -698,41 +899,56 @@ class SimExchange:
     def _leverage(self, acc: SimAccount, market: SimMarket) -> int:
         return acc.leverage.get(market.id, self.default_leverage)
 
-    def _unrealized(self, acc: SimAccount) -> Decimal:
+    def _settled_in(self, acc: SimAccount, settle: str | None) -> list[tuple[SimMarket, Decimal, Decimal]]:
+        rows = []
+        for (mid, _mm, _leg), (amt, entry) in acc.positions.items():
+            m = self.swap_markets[mid]
+            if settle is None or m.spec.settle == settle or not acc.unified:
+                rows.append((m, amt, entry))
+        return rows
+
+    def _unrealized(self, acc: SimAccount, settle: str | None = None) -> Decimal:
         return sum(
-            (amt * (self.swap_markets[mid].price - entry) for mid, (amt, entry) in acc.positions.items()),
+            (amt * self.contract_size(acc, m) * (m.price - entry) for m, amt, entry in self._settled_in(acc, settle)),
             ZERO,
         )
 
-    def _initial_margin(self, acc: SimAccount) -> Decimal:
+    def _initial_margin(self, acc: SimAccount, settle: str | None = None) -> Decimal:
         return sum(
-            (abs(amt) * self.swap_markets[mid].price / self._leverage(acc, self.swap_markets[mid])
-             for mid, (amt, _e) in acc.positions.items()),
+            (abs(amt) * self.contract_size(acc, m) * m.price / self._leverage(acc, m)
+             for m, amt, _e in self._settled_in(acc, settle)),
             ZERO,
         )
 
-    def _open_order_margin(self, acc: SimAccount) -> Decimal:
+    def _open_order_margin(self, acc: SimAccount, settle: str | None = None) -> Decimal:
         return sum(
-            ((o.orig_qty - o.executed_qty) * o.price / self._leverage(acc, o.market)
+            ((o.orig_qty - o.executed_qty) * self.contract_size(acc, o.market) * o.price / self._leverage(acc, o.market)
              for o in self._orders.values()
-             if o.is_open and o.account == acc.name and not o.market.is_spot and not o.reduce_only),
+             if o.is_open and o.account == acc.name and not o.market.is_spot and not o.reduce_only
+             and not o.conditional and (settle is None or not acc.unified or o.market.spec.settle == settle)),
             ZERO,
         )
 
-    def _available(self, acc: SimAccount) -> Decimal:
-        return acc.wallet + self._unrealized(acc) - self._initial_margin(acc) - self._open_order_margin(acc)
+    def _wallet(self, acc: SimAccount, settle: str) -> Decimal:
+        return acc.bal(settle)[0] if acc.unified else acc.wallet
 
-    def futures_figures(self, acc: SimAccount) -> dict[str, Decimal]:
-        """Wallet, unrealized PnL, margins and available balance of the USDⓈ-M wallet."""
+    def _available(self, acc: SimAccount, settle: str = "USDT") -> Decimal:
+        return (self._wallet(acc, settle) + self._unrealized(acc, settle) - self._initial_margin(acc, settle)
+                - self._open_order_margin(acc, settle))
+
+    def futures_figures(self, acc: SimAccount, settle: str = "USDT") -> dict[str, Decimal]:
+        """Wallet, unrealized PnL, margins and available balance of the margin in ``settle``
+        (Binance: the USDⓈ-M wallet; unified accounts: that coin of the one wallet)."""
         with self._lock:
-            upnl = self._unrealized(acc)
+            upnl = self._unrealized(acc, settle)
+            wallet = self._wallet(acc, settle)
             return {
-                "wallet": acc.wallet,
+                "wallet": wallet,
                 "unrealized": upnl,
-                "margin_balance": acc.wallet + upnl,
-                "initial_margin": self._initial_margin(acc),
-                "open_order_margin": self._open_order_margin(acc),
-                "available": self._available(acc),
+                "margin_balance": wallet + upnl,
+                "initial_margin": self._initial_margin(acc, settle),
+                "open_order_margin": self._open_order_margin(acc, settle),
+                "available": self._available(acc, settle),
             }
 
     def leverage_of(self, acc: SimAccount, market: SimMarket) -> int:
@@ -787,34 +1003,68 @@ class SimExchange:
         order.status = "CANCELED"
         order.update_time = self.server_time_ms()
 
-    def cancel_all(self, acc: SimAccount, venue: str, symbol_id: str) -> list[SimOrder]:
+    def cancel_all(self, acc: SimAccount, venue: str, symbol_id: str, conditional: bool | None = None,
+                   ) -> list[SimOrder]:
+        """Cancel the open orders of ``acc`` on one market (``conditional`` as in
+        :meth:`list_open_orders`; None: every kind)."""
         with self._lock:
             table = self.spot_markets if venue == "spot" else self.swap_markets
             market = table.get(symbol_id)
             if market is None:
                 raise INVALID_SYMBOL
             cancelled = [o for o in self._orders.values()
-                         if o.is_open and o.account == acc.name and o.market is market]
+                         if o.is_open and o.account == acc.name and o.market is market
+                         and (conditional is None or o.conditional == conditional)]
             for order in cancelled:
                 self._cancel(acc, order)
             return cancelled
 
-    def list_open_orders(self, acc: SimAccount, venue: str, symbol_id: str | None) -> list[SimOrder]:
+    def list_open_orders(
+        self, acc: SimAccount, venue: str | None, symbol_id: str | None, conditional: bool | None = False,
+    ) -> list[SimOrder]:
+        """Open orders of ``acc`` on ``venue`` (spot | futures | None for both); resting ones only
+        by default, ``conditional=True`` for conditional ones only, ``None`` for both."""
         with self._lock:
             table = self.spot_markets if venue == "spot" else self.swap_markets
-            if symbol_id is not None and symbol_id not in table:
+            if symbol_id is not None and venue is not None and symbol_id not in table:
                 raise INVALID_SYMBOL
             return [o for o in self._orders.values()
-                    if o.is_open and o.account == acc.name and o.venue == venue
+                    if o.is_open and o.account == acc.name and (venue is None or o.venue == venue)
+                    and (conditional is None or o.conditional == conditional)
                     and (symbol_id is None or o.market.id == symbol_id)]
+
+    def order_by_id(self, acc: SimAccount, order_id: int | None = None, client_order_id: str | None = None,
+                    ) -> SimOrder | None:
+        """An order of ``acc`` by exchange id or (newest) client id; None if there is none."""
+        with self._lock:
+            if order_id is not None:
+                o = self._orders.get(order_id)
+                return o if o is not None and o.account == acc.name else None
+            matches = [o for o in self._orders.values() if o.account == acc.name and o.client_order_id == client_order_id]
+            return matches[-1] if matches else None
+
+    def cancel(self, acc: SimAccount, order: SimOrder) -> bool:
+        """Cancel one open order of ``acc``; False if it is not open any more."""
+        with self._lock:
+            if not order.is_open or order.account != acc.name:
+                return False
+            self._cancel(acc, order)
+            return True
 
     def spot_rows(self, acc: SimAccount) -> list[tuple[str, Decimal, Decimal]]:
         with self._lock:
             return [(a, f, lk) for a, (f, lk) in sorted(acc.spot.items())]
 
     def position_rows(self, acc: SimAccount) -> list[tuple[SimMarket, Decimal, Decimal]]:
+        """(market, signed contracts, entry) of every position, sorted by market id."""
         with self._lock:
-            return [(self.swap_markets[mid], amt, entry) for mid, (amt, entry) in sorted(acc.positions.items())]
+            return [(self.swap_markets[mid], amt, entry) for (mid, _mm, _l), (amt, entry) in sorted(acc.positions.items())]
+
+    def position_legs(self, acc: SimAccount) -> list[tuple[SimMarket, str, str, Decimal, Decimal]]:
+        """(market, margin mode, leg, signed contracts, entry) of every position."""
+        with self._lock:
+            return [(self.swap_markets[mid], mm, leg, amt, entry)
+                    for (mid, mm, leg), (amt, entry) in sorted(acc.positions.items())]
 
     def all_assets(self) -> list[str]:
         with self._lock:

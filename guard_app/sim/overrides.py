@@ -1,16 +1,20 @@
-"""Point a ccxt ``binance`` client at the simulator.
+"""Point a ccxt ``binance``, ``okx`` or ``bybit`` client at the simulator.
 
-``ccxt_overrides(base_url)`` returns a dict to deep-merge into ccxt's constructor config:
-every key of ``ccxt.binance().urls["api"]`` mapped to the simulator with the same path
-(``/api/v3``, ``/fapi/v1``, ``/sapi/v1``, ``/futures/data`` ...), so the real ccxt code
-path runs unmodified.
+``ccxt_overrides(base_url, exchange="binance")`` returns a dict to deep-merge into ccxt's
+constructor config: every key of ``ccxt.<exchange>().urls["api"]`` mapped to the
+simulator with the same path, so the real ccxt code path runs unmodified:
+
+- binance: ``/api/v3``, ``/fapi/v1``, ``/sapi/v1``, ``/futures/data`` ...;
+- okx: ``rest`` → the base URL (ccxt appends ``/api/v5/...``);
+- bybit: ``spot``, ``futures``, ``v2``, ``public``, ``private`` → the base URL (ccxt
+  appends ``/v5/...``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["API_PATHS", "api_paths", "ccxt_overrides"]
+__all__ = ["API_PATHS", "EXCHANGE_API_PATHS", "api_paths", "ccxt_overrides"]
 
 
 # ccxt's binance API url keys and the path part of each real URL. Kept as a table so
@@ -27,12 +31,23 @@ API_PATHS: dict[str, str] = {
 }
 
 
-def api_paths() -> dict[str, str]:
-    """ccxt's binance API url keys and the path part of each real URL."""
-    return dict(API_PATHS)
+# The same for okx (one templated host) and bybit (five keys, one host each).
+EXCHANGE_API_PATHS: dict[str, dict[str, str]] = {
+    "binance": API_PATHS,
+    "okx": {"rest": ""},
+    "bybit": {"spot": "", "futures": "", "v2": "", "public": "", "private": ""},
+}
 
 
-def ccxt_overrides(base_url: str) -> dict[str, Any]:
-    """Config to deep-merge into ``ccxt.binance({...})`` so it talks to the simulator."""
+def api_paths(exchange: str = "binance") -> dict[str, str]:
+    """ccxt's API url keys of ``exchange`` and the path part of each real URL."""
+    try:
+        return dict(EXCHANGE_API_PATHS[exchange])
+    except KeyError:
+        raise ValueError(f"the simulator doesn't speak {exchange!r} (only {', '.join(EXCHANGE_API_PATHS)})") from None
+
+
+def ccxt_overrides(base_url: str, exchange: str = "binance") -> dict[str, Any]:
+    """Config to deep-merge into ``ccxt.<exchange>({...})`` so it talks to the simulator."""
     base = base_url.rstrip("/")
-    return {"urls": {"api": {key: base + path for key, path in api_paths().items()}}}
+    return {"urls": {"api": {key: base + path for key, path in api_paths(exchange).items()}}}

@@ -18,27 +18,43 @@ A scenario is a TOML file::
     max_qty = 9000                 # LOT_SIZE maxQty (default 9000000)
     min_notional = 5.0             # NOTIONAL (spot) / MIN_NOTIONAL (futures)
     tick_size = 0.01               # PRICE_FILTER tickSize
-    contract_size = 1              # swap only, informational (USDⓈ-M contracts are 1 base unit)
+    contract_size = 0.01           # swap only: OKX's ctVal (base units per contract); default
+                                   # OKX's real one (BTC 0.01, ETH 0.1, SOL 1, DOGE 1000, XRP 100 ...)
+                                   # Binance USDⓈ-M and Bybit linear contracts are always 1 base unit.
+                                   # USDC-settled perpetuals: symbol "BTC/USDC:USDC" (Bybit BTCPERP).
+
+    [limits]                       # optional: lower (or raise) any published rate limit,
+    "binance.futures_orders_10s" = 5   # by name (see guard_app.sim.limits.DEFAULT_LIMITS)
 
     [[accounts]]
-    name = "alice"                 # unique
+    name = "alice"                 # unique across the whole scenario
+    exchange = "binance"           # binance (default) | okx | bybit: the protocol this key speaks
     api_key = "..."                # unique
     secret = "..."
-    futures_wallet = 5000          # optional, USDT
-    [accounts.spot]                # asset = free amount
+    passphrase = "..."             # okx only, required there (OK-ACCESS-PASSPHRASE)
+    position_mode = "one-way"      # one-way (default) | hedge: Binance dualSidePosition,
+                                   # OKX net_mode / long_short_mode, Bybit positionIdx 0 / 1,2
+    futures_wallet = 5000          # optional, binance only: the USDⓈ-M wallet (USDT). OKX and
+                                   # Bybit accounts are unified: swaps settle in the spot balances
+    [accounts.spot]                # asset = free amount (the unified wallet on okx / bybit)
     USDT = 1000
     BTC = 0.01
-    [[accounts.positions]]         # USDⓈ-M one-way positions
+    [[accounts.positions]]         # perpetual positions
     symbol = "ETH/USDT:USDT"
-    side = "short"                 # long | short
-    contracts = 0.5
+    side = "short"                 # long | short (in hedge mode: the leg)
+    contracts = 0.5                # in the exchange's contracts (OKX: × contract_size)
     entry_price = 3100             # optional, default the market price
+    margin_mode = "cross"          # cross (default) | isolated
     [[accounts.orders]]            # resting limit orders (they lock balance)
     symbol = "BTC/USDT"
     side = "buy"
     amount = 0.001
     price = 50000
     client_order_id = "resting-1"  # optional
+    reduce_only = false            # optional (swaps)
+    trigger_price = 48000          # optional: a conditional order (OKX algo, Bybit StopOrder,
+                                   # Binance STOP_MARKET), listed and cancelled apart; never triggers
+    margin_mode = "cross"          # optional (swaps): cross | isolated
 
 Any problem raises :class:`ScenarioError` with one line naming the file, the key and
 the problem, e.g. ``demo.toml: accounts[1].secret: missing``.
@@ -53,8 +69,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from guard_app.core.errors import ConfigError
-
 __all__ = [
     "AccountSpec",
     "MarketSpec",
@@ -68,8 +82,19 @@ __all__ = [
 ]
 
 
-class ScenarioError(ConfigError, ValueError):
-    """A scenario file can't be used; ``str(err)`` is one line naming file, key and problem."""
+class ScenarioError(ValueError):
+    """A scenario file can't be used; ``str(err)`` is one line naming file, key and problem.
+
+    The simulator imports nothing of the product, so this is its own error (a ``ValueError``),
+    with the same ``key`` / ``problem`` / ``source`` attributes as the product's config errors.
+    """
+
+    def __init__(self, key: str, problem: str, source: str = "") -> None:
+        self.key = key
+        self.problem = problem
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {problem}" if key else f"{where}{problem}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +109,11 @@ class MarketSpec:
     max_qty: Decimal
     min_notional: Decimal
     tick_size: Decimal
-    contract_size: Decimal = Decimal(1)
+    contract_size: Decimal = Decimal(1)  # OKX ctVal; Binance and Bybit linear are 1
+
+    @property
+    def settle(self) -> str:
+        return self.symbol.split(":")[1] if ":" in self.symbol else ""
 
     @property
     def base(self) -> str:
@@ -108,6 +137,7 @@ class PositionSpec:
     side: str
     contracts: Decimal
     entry_price: Decimal | None = None
+    margin_mode: str = "cross"
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,9 @@ class OrderSpec:
     amount: Decimal
     price: Decimal
     client_order_id: str | None = None
+    reduce_only: bool = False
+    trigger_price: Decimal | None = None
+    margin_mode: str = "cross"
 
 
 @dataclass(frozen=True)
@@ -132,9 +165,12 @@ class AccountSpec:
     futures_wallet: Decimal | None = None
     positions: tuple[PositionSpec, ...] = ()
     orders: tuple[OrderSpec, ...] = ()
+    exchange: str = "binance"
+    passphrase: str = field(default="", repr=False)
+    position_mode: str = "one-way"
 
     def __repr__(self) -> str:  # never show the key or secret
-        return f"AccountSpec(name={self.name!r}, spot={len(self.spot)} assets, positions={len(self.positions)})"
+        return f"AccountSpec(name={self.name!r}, exchange={self.exchange!r}, spot={len(self.spot)} assets, positions={len(self.positions)})"
 
 
 @dataclass(frozen=True)
@@ -149,6 +185,7 @@ class Scenario:
     futures_wallet: Decimal = Decimal(10000)
     leverage: int = 10
     source: str = ""
+    limits: dict[str, float] = field(default_factory=dict)
 
     def account(self, name: str) -> AccountSpec:
         for acc in self.accounts:
@@ -269,7 +306,9 @@ def _parse_market(raw: Any, path: str, source: str) -> MarketSpec:
     max_qty = r.decimal("max_qty", required=False) or Decimal(9000000)
     min_notional = r.decimal("min_notional", required=False, allow_zero=True)
     tick = r.decimal("tick_size")
-    contract_size = r.decimal("contract_size", required=False) or Decimal(1)
+    contract_size = r.decimal("contract_size", required=False) or (
+        OKX_CONTRACT_SIZES.get(symbol.split("/")[0], Decimal(1)) if mtype == "swap" else Decimal(1)
+    )
     r.finish()
     assert price is not None and step is not None and tick is not None  # noqa: S101
     assert min_qty is not None  # noqa: S101
@@ -288,6 +327,16 @@ def _parse_market(raw: Any, path: str, source: str) -> MarketSpec:
     )
 
 
+# OKX's ctVal of its linear perpetuals (public/instruments, instType=SWAP), so a scenario
+# that doesn't say gets the real contract sizes: BTC-USDT-SWAP is 0.01 BTC per contract.
+OKX_CONTRACT_SIZES: dict[str, Decimal] = {
+    "BTC": Decimal("0.01"), "ETH": Decimal("0.1"), "SOL": Decimal(1), "DOGE": Decimal(1000),
+    "XRP": Decimal(100), "LINK": Decimal(1), "BNB": Decimal("0.01"), "TRX": Decimal(1000),
+}
+
+EXCHANGES = ("binance", "okx", "bybit")
+
+
 def _parse_account(
     raw: Any, path: str, source: str, markets: dict[str, MarketSpec]
 ) -> AccountSpec:
@@ -295,6 +344,11 @@ def _parse_account(
     name = r.string("name")
     api_key = r.string("api_key")
     secret = r.string("secret")
+    exchange = r.string("exchange", required=False, choices=EXCHANGES) or "binance"
+    passphrase = r.string("passphrase", required=exchange == "okx") or ""
+    if passphrase and exchange != "okx":
+        raise r.fail("passphrase", "only okx keys have a passphrase")
+    position_mode = r.string("position_mode", required=False, choices=("one-way", "hedge")) or "one-way"
     wallet = r.decimal("futures_wallet", required=False, allow_zero=True)
     spot_raw = r.raw("spot", required=False) or {}
     sr = _Reader(spot_raw, r.key("spot"), source)
@@ -314,9 +368,10 @@ def _parse_account(
         side = pr.string("side", choices=("long", "short"))
         contracts = pr.decimal("contracts")
         entry = pr.decimal("entry_price", required=False)
+        margin_mode = pr.string("margin_mode", required=False, choices=("cross", "isolated")) or "cross"
         pr.finish()
         assert symbol and side and contracts is not None  # noqa: S101
-        positions.append(PositionSpec(symbol, side, contracts, entry))
+        positions.append(PositionSpec(symbol, side, contracts, entry, margin_mode))
     r.used.add("positions")
     orders: list[OrderSpec] = []
     for i, oraw in enumerate(_table_list(r.table, "orders", source, path)):
@@ -328,9 +383,14 @@ def _parse_account(
         amount = orr.decimal("amount")
         price = orr.decimal("price")
         coid = orr.string("client_order_id", required=False)
+        reduce_only = orr.raw("reduce_only", required=False) or False
+        if not isinstance(reduce_only, bool):
+            raise orr.fail("reduce_only", "must be true or false")
+        trigger = orr.decimal("trigger_price", required=False)
+        order_mm = orr.string("margin_mode", required=False, choices=("cross", "isolated")) or "cross"
         orr.finish()
         assert symbol and side and amount is not None and price is not None  # noqa: S101
-        orders.append(OrderSpec(symbol, side, amount, price, coid))
+        orders.append(OrderSpec(symbol, side, amount, price, coid, reduce_only, trigger, order_mm))
     r.used.add("orders")
     r.finish()
     assert name and api_key and secret  # noqa: S101
@@ -342,6 +402,9 @@ def _parse_account(
         futures_wallet=wallet,
         positions=tuple(positions),
         orders=tuple(orders),
+        exchange=exchange,
+        passphrase=passphrase,
+        position_mode=position_mode,
     )
 
 
@@ -385,6 +448,7 @@ def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
         keys.add(acc.api_key)
         accounts.append(acc)
     top.used.add("accounts")
+    limits = _parse_limits(top.raw("limits", required=False) or {}, source)
     top.finish()
     return Scenario(
         markets=tuple(markets.values()),
@@ -395,4 +459,20 @@ def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
         futures_wallet=wallet if wallet is not None else Decimal(10000),
         leverage=int(leverage or 10),
         source=source,
+        limits=limits,
     )
+
+
+def _parse_limits(raw: Any, source: str) -> dict[str, float]:
+    # Imported here: limits.py has no dependency on scenarios, and this keeps it that way.
+    from guard_app.sim.limits import DEFAULT_LIMITS
+
+    r = _Reader(raw, "limits", source)
+    out: dict[str, float] = {}
+    for name in list(r.table):
+        if name not in DEFAULT_LIMITS:
+            raise r.fail(name, f"unknown limit (known: {', '.join(sorted(DEFAULT_LIMITS))})")
+        value = r.decimal(name)
+        assert value is not None  # noqa: S101
+        out[name] = float(value)
+    return out

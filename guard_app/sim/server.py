@@ -1,4 +1,16 @@
-"""The simulator's HTTP server on 127.0.0.1: Binance REST plus the ``/_sim/`` control API.
+"""The simulator's HTTP server on 127.0.0.1: Binance, OKX and Bybit REST plus ``/_sim/``.
+
+One port serves all three protocols, routed by path (their paths don't collide):
+
+- ``/api/v5/...`` → OKX v5 (:mod:`guard_app.sim.okx_api`);
+- ``/v5/...`` → Bybit v5 (:mod:`guard_app.sim.bybit_api`);
+- everything else (``/api/v3``, ``/fapi``, ``/sapi``, ``/dapi`` ...) → Binance
+  (:mod:`guard_app.sim.binance_api`);
+- ``/_sim/...`` → the control API (:mod:`guard_app.sim.control`).
+
+All three share one :class:`SimExchange` (markets and prices are common), but every
+account belongs to one exchange and only that front-end accepts its key; each
+front-end keeps its own rate-limit windows.
 
 :class:`SimServer` runs a :class:`http.server.ThreadingHTTPServer` (HTTP/1.1, keep-alive)
 on a background thread, one thread per connection, so many clients with latency run
@@ -20,9 +32,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from guard_app.sim.binance_api import ApiRequest, ApiResponse, BinanceApi
+from guard_app.sim.binance_api import BinanceApi
+from guard_app.sim.bybit_api import BybitApi
 from guard_app.sim.control import ControlApi
 from guard_app.sim.exchange import SimExchange
+from guard_app.sim.frontend import ApiRequest, ApiResponse, RateLimitStats
+from guard_app.sim.limits import LimitBook
+from guard_app.sim.okx_api import OkxApi
 from guard_app.sim.scenario import Scenario
 
 __all__ = ["SimServer"]
@@ -97,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         req = ApiRequest(
             method=self.command, path=parts.path, query=parts.query, body=body,
-            headers={k.lower(): v for k, v in self.headers.items()},
+            headers={k.lower(): v for k, v in self.headers.items()}, client=self.client_address[0],
         )
         if req.path.startswith("/_sim/") or req.path == "/_sim":
             status, payload = sim.control.handle(req)
@@ -118,17 +134,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "status":
             log.info("sim: injected fault: HTTP %s for %s %s", fault.status, req.method, req.path)
+            if fault.status in (418, 429):
+                sim.rate_limit_stats.note("fault", str(fault.status))  # benchmarks count every 429/418
             headers = {"Content-Type": "application/json" if fault.status < 500 else "text/html"}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
             self._send_raw(fault.status, fault.response_body(), headers)
             return
-        if not sim.api.known(req.method, req.path):
+        api = sim.api_for(req.path)
+        if not api.known(req.method, req.path):
             log.warning("sim: unknown endpoint %s %s (answered 404)", req.method, req.path)
             sim.unknown_paths.append(f"{req.method} {req.path}")
             self._send_raw(404, b"<html><body><h2>404 Not found</h2></body></html>", {"Content-Type": "text/html"})
             return
-        response = sim.api.handle(req)
+        response = api.handle(req)
         if fault is not None and fault.kind == "drop_after":
             log.info("sim: injected fault: %s %s processed, answer dropped", req.method, req.path)
             self._drop()
@@ -163,7 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SimServer:
-    """A simulated Binance on 127.0.0.1; ``start()`` serves on a background thread.
+    """Simulated Binance, OKX and Bybit on one port of 127.0.0.1; ``start()`` serves on a
+    background thread.
 
     ``exchange`` is the thread-safe state and control object (:class:`SimExchange`).
     Usable as a context manager (starts on enter, stops on exit).
@@ -174,14 +194,26 @@ class SimServer:
         self.host = host
         self.requested_port = port
         self.exchange = SimExchange(scenario, seed=seed)
-        self.api = BinanceApi(self.exchange)
-        self.control = ControlApi(self.exchange)
+        self.limits = LimitBook(scenario.limits)
+        self.rate_limit_stats = RateLimitStats()
+        self.api = BinanceApi(self.exchange, self.limits, self.rate_limit_stats)
+        self.okx = OkxApi(self.exchange, self.limits, self.rate_limit_stats)
+        self.bybit = BybitApi(self.exchange, self.limits, self.rate_limit_stats)
+        self.control = ControlApi(self.exchange, self.rate_limit_stats)
         self.stopping = threading.Event()
         self.unknown_paths: list[str] = []
         self.requests_received = 0  # API requests (not /_sim/) read off the wire, answered or not
         self._count_lock = threading.Lock()
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
+
+    def api_for(self, path: str) -> BinanceApi | OkxApi | BybitApi:
+        """The protocol front-end serving ``path`` (see the module docstring)."""
+        if path.startswith("/api/v5/"):
+            return self.okx
+        if path.startswith("/v5/"):
+            return self.bybit
+        return self.api
 
     def note_request(self) -> None:
         with self._count_lock:
@@ -198,7 +230,7 @@ class SimServer:
             daemon=True,
         )
         self._thread.start()
-        log.info("sim: serving a simulated Binance on %s", self.base_url)
+        log.info("sim: serving simulated Binance, OKX and Bybit on %s", self.base_url)
         return self
 
     @property

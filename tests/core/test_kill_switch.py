@@ -17,6 +17,7 @@ from guard_app.core.events import (
     EnforcerEvent,
     OpenOrdersCancelled,
     OrderFilled,
+    OrderPlaced,
     UnwindRound,
 )
 from guard_app.core.state import StateStore
@@ -54,10 +55,10 @@ def test_kill_switch_cancels_a_resting_order_on_a_symbol_without_a_position(worl
     assert set(sim.exchange.balances("k")) == {"USDT"}
     cancelled = [e for e in events if isinstance(e, OpenOrdersCancelled)]
     assert [(e.account_id, e.cancelled, e.error) for e in cancelled] == [("k-spot", 1, None)]
-    # the cancel came before the first close order
+    # the cancel was answered before the first close order left
     first_cancel = events.index(cancelled[0])
-    first_read = next(i for i, e in enumerate(events) if isinstance(e, AccountRead))
-    assert first_cancel < first_read
+    first_close = next(i for i, e in enumerate(events) if isinstance(e, OrderPlaced))
+    assert first_cancel < first_close
     kinds = [e.kind for e in StateStore(world.data_dir).entries(limit=200)]
     assert "orders_cancelled" in kinds and "unwind_round" in kinds
 

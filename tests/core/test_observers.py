@@ -194,3 +194,40 @@ def test_client_order_ids_of_a_cycle_are_unique_and_name_it(world: World) -> Non
     cids = [o.client_order_id for o in sim.exchange.orders if o.accepted]
     assert len(cids) == 4 and len(set(cids)) == 4
     assert all(c.startswith(f"ga{report.cycle_id}n") and OKX.fullmatch(c) for c in cids)
+
+
+def test_entries_written_by_another_process_reach_the_event_stream(world: World) -> None:
+    import threading
+    import time
+
+    sim = world.start_sim([sim_account("t", spot={"USDT": 10})])
+    config = world.write_config([world.account("t-spot", sim, "t", user="tia")], interval=3600)
+    events: list[EnforcerEvent] = []
+    enforcer = Enforcer(config, world.data_dir, world.secrets, events.append,
+                        broker_factory=make_broker)
+    thread = threading.Thread(target=lambda: asyncio.run(enforcer.run()), daemon=True)
+    thread.start()
+
+    def written(kind: str) -> list[Any]:
+        return [e.entry for e in list(events) if isinstance(e, JournalWritten)
+                and e.entry.kind == kind]
+
+    try:
+        deadline = time.monotonic() + 20
+        while not written("cycle_end"):
+            assert time.monotonic() < deadline, "first cycle never finished"
+            time.sleep(0.02)
+        result = world.cli("unwind", "tia", "--yes", "--reason", "from a terminal")
+        assert result.returncode == 0, result.stderr
+        while not written("unwind_on"):
+            assert time.monotonic() < deadline + 20, "unwind_on never reached the stream"
+            time.sleep(0.02)
+    finally:
+        enforcer.stop()
+        thread.join(10)
+    [entry] = written("unwind_on")
+    assert entry.user == "tia" and "from a terminal" in entry.message
+    ids = [e.entry.id for e in events if isinstance(e, JournalWritten)]
+    assert len(ids) == len(set(ids))  # nothing announced twice
+    stored = {e.id for e in StateStore(world.data_dir).entries(limit=500)}
+    assert set(ids) == stored  # and nothing missed

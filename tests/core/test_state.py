@@ -531,3 +531,15 @@ def test_postgres_down_keeps_the_last_flags_and_the_journal(
         assert store.acquire_leases("h", ["a1"], 3) == {"a1"}
     finally:
         store.close()
+
+
+def test_journal_many_writes_a_batch_in_order(store: StateStore) -> None:
+    ids = store.journal_many("order_sent", [
+        ("a1: sell X", "a1", "alice", 3, {"client_order_id": "ga3n0rx"}),
+        ("a1: sell Y", "a1", "alice", 3, {"client_order_id": "ga3n1rx"}),
+    ], ts=1000.0)
+    assert len(ids) == 2 and ids == sorted(ids)
+    assert store.client_order_ids("a1") == {"ga3n0rx", "ga3n1rx"}
+    assert [e.ts for e in store.entries(kinds=["order_sent"])] == [1000.0, 1000.0]
+    with pytest.raises(ValueError, match="credentials"):
+        store.journal_many("order_sent", [("m", None, None, None, {"secret": "s"})])

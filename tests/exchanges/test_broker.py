@@ -11,15 +11,16 @@ import pytest
 from guard_app.core.config import AccountConfig
 from guard_app.core.errors import (
     NeedsUserError,
-    PermissionDeniedError,
     OrderRejectedError,
     OrderUnknownError,
+    PermissionDeniedError,
     RateLimitedError,
     TemporaryBrokerError,
 )
 from guard_app.core.models import CloseReason, Market, PlannedClose, Position, Side
 from guard_app.core.secrets import ApiKeys
 from guard_app.exchanges.broker import Broker, deep_merge, exchange_reason, translate_error
+from guard_app.exchanges.profiles import Profile
 from guard_app.sim import ccxt_overrides
 from tests.fixtures.world import World, keys_of, sim_account
 
@@ -76,7 +77,8 @@ def test_app_settings_win_over_the_user_ccxt_table_and_keys_are_never_taken_from
               "timeout": 1234, "apiKey": "smuggled"},
     )
     cfg = Broker.client_config(account, ApiKeys("real-key", "real-secret"))
-    assert cfg["enableRateLimit"] is True
+    # Binance's own limiter replaces ccxt's throttle: the user's False stands either way.
+    assert cfg["enableRateLimit"] is False
     assert cfg["options"]["defaultType"] == "swap"
     assert cfg["options"]["foo"] == 1 and cfg["timeout"] == 1234
     assert cfg["apiKey"] == "real-key" and cfg["secret"] == "real-secret"
@@ -90,12 +92,12 @@ def test_deep_merge_recurses_and_copies() -> None:
     assert base["a"]["c"] == [1]
 
 
-def _broker(world: World, sim, name: str, market: Market, **kw) -> Broker:
+def _broker(world: World, sim, name: str, market: Market, profile=None, **kw) -> Broker:
     account = AccountConfig(
         id=f"{name}-{market.value}", user="u", exchange="binance", max_positions=10,
         market=market, ccxt={**ccxt_overrides(sim.base_url), "timeout": 3000}, **kw,
     )
-    return Broker(account, keys_of(world.sim_accounts[name]))
+    return Broker(account, keys_of(world.sim_accounts[name]), profile=profile)
 
 
 def test_spot_snapshot_values_positions_and_sets_dust_and_unpriced_apart(world: World) -> None:
@@ -195,12 +197,13 @@ def test_lookup_order_by_client_id(world: World) -> None:
 
 
 def test_idle_time_is_credited_to_the_rate_limiter(world: World) -> None:
-    """ccxt's async bucket forgets idle time; a wake after a quiet period must not pay
-    the previous cycle's rate-limit debt (it would delay a forced unwind)."""
+    """On the generic profile (ccxt's throttle): ccxt's async bucket forgets idle time; a
+    wake after a quiet period must not pay the previous cycle's rate-limit debt."""
     sim = world.start_sim([sim_account("t", spot={"USDT": 10, "BTC": 0.001})])
 
     async def go() -> tuple[float, float]:
-        broker = _broker(world, sim, "t", Market.SPOT)
+        broker = _broker(world, sim, "t", Market.SPOT, profile=Profile())
+        assert broker.limiter is None
         try:
             await broker.snapshot()
             bucket = broker._client.throttler.config

@@ -87,3 +87,31 @@ def test_strategy_thread_starts_and_stops(sim):
     strategy.stop()
     assert strategy.trades >= 2 and not strategy.running
     assert len(sim.exchange.balances("bob")) >= 7
+
+
+def test_three_exchange_scenario_banner_prints_each_override(capsys):
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_sim(parse(["--port", "0", "--scenario", "exchanges"]),
+                                                                   stop)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    out = ""
+    while time.monotonic() < deadline and "okx accounts" not in out:
+        out += capsys.readouterr().out
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    out += capsys.readouterr().out
+    assert result == [0]
+    assert "Simulated Binance, OKX, Bybit serving" in out
+    assert "okx-net (okx)" in out and "bybit-hedge (bybit)" in out
+    assert 'urls = { api = { rest = "http://127.0.0.1:' in out
+    assert 'private = "http://127.0.0.1:' in out
+
+
+def test_help_says_how_the_three_exchanges_are_served():
+    parser = argparse.ArgumentParser()
+    add_sim_arguments(parser)
+    text = parser.format_help()
+    assert "/api/v5/" in text and "/v5/" in text and "Bybit" in text

@@ -82,3 +82,31 @@ def test_orders_and_state(sim, sim_client):
 def test_bad_control_requests(sim):
     assert call(sim, "GET", "/_sim/nope")[0] == 404
     assert call(sim, "POST", "/_sim/price", {"symbol": "BTC/USDT"}) == (400, {"error": "missing field 'price'"})
+
+
+def test_rate_limit_answers_are_counted(sim_factory):
+    import dataclasses
+
+    from guard_app.sim import ccxt_overrides, load_scenario
+    from tests.fixtures.sim_fixtures import exchanges_scenario_path
+
+    server = sim_factory(dataclasses.replace(load_scenario(exchanges_scenario_path()),
+                                             limits={"binance.spot_weight_1m": 1, "binance.ban_after_429s": 100}))
+    client = ccxt.binance({"enableRateLimit": False, "timeout": 5000, **ccxt_overrides(server.base_url)})
+    client.publicGetTime()
+    with pytest.raises(ccxt.DDoSProtection):  # ccxt's class for HTTP 429
+        client.publicGetTime()
+    assert call(server, "GET", "/_sim/limits") == (200, {"binance 429": 1})
+    assert call(server, "DELETE", "/_sim/limits") == (200, {"ok": True})
+    assert call(server, "GET", "/_sim/limits") == (200, {})
+
+
+def test_position_with_margin_mode_in_the_accounts_contracts(sim_exchanges):
+    status, positions = call(sim_exchanges, "POST", "/_sim/position",
+                             {"account": "okx-hedge", "symbol": "ETH/USDT:USDT", "side": "short", "contracts": 7,
+                              "margin_mode": "isolated"})
+    assert status == 200
+    eth = [p for p in positions if p["symbol"] == "ETH/USDT:USDT"]
+    assert eth == [{"symbol": "ETH/USDT:USDT", "side": "short", "contracts": 7.0, "contract_size": 0.1,
+                    "margin_mode": "isolated", "hedged": True, "entry_price": 3000.0, "mark_price": 3000.0,
+                    "unrealized_pnl": 0.0}]

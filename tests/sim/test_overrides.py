@@ -17,3 +17,24 @@ def test_overrides_cover_every_api_key() -> None:
     api = ccxt_overrides("http://127.0.0.1:1/")["urls"]["api"]
     assert set(api) == set(ccxt.binance().urls["api"])
     assert api["fapiPrivateV3"] == "http://127.0.0.1:1/fapi/v3"
+
+
+import pytest  # noqa: E402
+
+from guard_app.sim.overrides import EXCHANGE_API_PATHS  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["okx", "bybit"])
+def test_okx_and_bybit_tables_match_ccxt(name) -> None:
+    urls = getattr(ccxt, name)().urls["api"]
+    # ccxt templates the host ("https://{hostname}", "https://api.{hostname}"); the path is empty.
+    live = {key: urlsplit(url.replace("{hostname}", "example.com")).path
+            for key, url in urls.items() if isinstance(url, str)}
+    assert live == EXCHANGE_API_PATHS[name]
+    api = ccxt_overrides("http://127.0.0.1:1/", name)["urls"]["api"]
+    assert set(api) == set(urls) and set(api.values()) == {"http://127.0.0.1:1"}
+
+
+def test_unknown_exchange_is_named() -> None:
+    with pytest.raises(ValueError, match="kraken"):
+        ccxt_overrides("http://127.0.0.1:1", "kraken")

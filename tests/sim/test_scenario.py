@@ -81,3 +81,60 @@ def test_good_scenario_defaults(tmp_path):
     (market,) = scenario.markets
     assert market.min_qty == Decimal("0.001") and market.min_notional == Decimal(5)
     assert scenario.account("a").spot == {"USDT": Decimal(5)}
+
+
+def test_three_exchange_scenario_accounts_and_contract_sizes():
+    from tests.fixtures.sim_fixtures import exchanges_scenario_path
+
+    scenario = load_scenario(exchanges_scenario_path())
+    okx = scenario.account("okx-net")
+    assert (okx.exchange, okx.position_mode, okx.passphrase) == ("okx", "one-way", "sim-okx-pass-1")
+    assert "sim-okx-pass-1" not in repr(scenario)
+    assert scenario.account("bybit-hedge").position_mode == "hedge"
+    assert {p.margin_mode for p in okx.positions} == {"cross", "isolated"}
+    sizes = {m.symbol: m.contract_size for m in scenario.markets}
+    assert sizes["BTC/USDT:USDT"] == Decimal("0.01") and sizes["ETH/USDT:USDT"] == Decimal("0.1")
+    assert [o.trigger_price for o in okx.orders] == [None, Decimal(50000)]
+
+
+SWAP = GOOD.replace('[[accounts]]', '[[markets]]\nsymbol = "BTC/USDT:USDT"\ntype = "swap"\nprice = 100\n'
+                    'step_size = 0.001\ntick_size = 0.01\n\n[[accounts]]')
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (GOOD.replace('secret = "s1"', 'secret = "s1"\nexchange = "okx"'), "bad.toml: accounts[0].passphrase: missing"),
+        (GOOD.replace('secret = "s1"', 'secret = "s1"\nexchange = "kraken"'),
+         "bad.toml: accounts[0].exchange: must be one of binance, okx, bybit (got 'kraken')"),
+        (GOOD.replace('secret = "s1"', 'secret = "s1"\npassphrase = "p"'),
+         "bad.toml: accounts[0].passphrase: only okx keys have a passphrase"),
+        (GOOD.replace('secret = "s1"', 'secret = "s1"\nposition_mode = "both"'),
+         "bad.toml: accounts[0].position_mode: must be one of one-way, hedge (got 'both')"),
+        (SWAP + '[[accounts.positions]]\nsymbol = "BTC/USDT:USDT"\nside = "long"\ncontracts = 1\n'
+                'margin_mode = "portfolio"\n',
+         "bad.toml: accounts[0].positions[0].margin_mode: must be one of cross, isolated (got 'portfolio')"),
+        (GOOD + '\n[limits]\n"binance.nope" = 1\n', "bad.toml: limits.binance.nope: unknown limit"),
+        (GOOD + '\n[limits]\n"okx.order_per_inst_2s" = 0\n',
+         "bad.toml: limits.okx.order_per_inst_2s: must be positive (got 0)"),
+    ],
+)
+def test_new_keys_fail_with_one_line(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert str(err.value).startswith(expected)
+
+
+def test_limits_lower_the_published_ones(tmp_path):
+    path = tmp_path / "fast.toml"
+    path.write_text(GOOD + '\n[limits]\n"binance.futures_orders_10s" = 5\n')
+    assert load_scenario(path).limits == {"binance.futures_orders_10s": 5.0}
+
+
+def test_scenario_error_is_the_simulators_own():
+    # The simulator imports nothing of the product: its error is a plain ValueError.
+    assert ScenarioError.__mro__[1] is ValueError
+    err = ScenarioError("markets", "at least one market is needed", "x.toml")
+    assert (err.key, err.problem, err.source) == ("markets", "at least one market is needed", "x.toml")

@@ -273,6 +273,19 @@ class StateStore(ABC):
         """
 
     @abstractmethod
+    def journal_many(
+        self,
+        kind: str,
+        entries: Sequence[tuple[str, str | None, str | None, int | None, Mapping[str, Any]]],
+        *,
+        ts: float | None = None,
+    ) -> list[int]:
+        """Append several entries of one ``kind`` in ONE transaction (one disk sync for
+        durable kinds); each entry is ``(message, account_id, user, cycle_id, data)``.
+        Returns their ids. Used for ``order_sent``: a batch of closes is on disk before
+        any of them leaves, without one sync per order."""
+
+    @abstractmethod
     def entries(
         self,
         *,

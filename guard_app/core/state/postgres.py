@@ -466,6 +466,33 @@ class PostgresStateStore(StateStore):
             return 0
         return new_id
 
+    def journal_many(
+        self,
+        kind: str,
+        entries: Sequence[tuple[str, str | None, str | None, int | None, Mapping[str, Any]]],
+        *,
+        ts: float | None = None,
+    ) -> list[int]:
+        """Several entries in one transaction (ids 0 while the server is unreachable:
+        kept in memory and written once it is back, like :meth:`journal`)."""
+        if not kind:
+            raise ValueError("a journal entry needs a kind")
+        now = time.time() if ts is None else ts
+        rows = []
+        for message, account_id, user, cycle_id, data in entries:
+            payload = dict(data)
+            check_no_secrets(payload)
+            rows.append((now, kind, message, account_id, user, cycle_id, payload))
+        try:
+            ids: list[int] = self._run(
+                f"write {len(rows)} {kind} journal entries",
+                lambda db: [self._insert_entry(db, *row) for row in rows])
+        except StateUnavailableError:
+            with self._lock:
+                self._pending.extend(rows)
+            return [0] * len(rows)
+        return ids
+
     @staticmethod
     def _insert_entry(
         db: psycopg.Connection[Any],
