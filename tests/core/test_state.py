@@ -543,3 +543,11 @@ def test_journal_many_writes_a_batch_in_order(store: StateStore) -> None:
     assert [e.ts for e in store.entries(kinds=["order_sent"])] == [1000.0, 1000.0]
     with pytest.raises(ValueError, match="credentials"):
         store.journal_many("order_sent", [("m", None, None, None, {"secret": "s"})])
+
+
+def test_another_connections_journal_entries_change_data_version(opener: Opener) -> None:
+    with opener() as mine, opener() as other:
+        v = mine.data_version()
+        other.journal("snapshot", "written elsewhere", account_id="a1")
+        assert _wait_for(lambda: mine.data_version() != v)
+        assert [e.message for e in mine.entries(limit=1)] == ["written elsewhere"]

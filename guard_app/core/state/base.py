@@ -233,7 +233,7 @@ class StateStore(ABC):
 
     @abstractmethod
     def data_version(self) -> int:
-        """A number that changes when another connection or process changes a flag.
+        """A number that changes when another connection or process commits a change.
 
         Cheap enough to poll every few hundred milliseconds; this store's own writes
         don't change it.

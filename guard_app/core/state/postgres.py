@@ -14,9 +14,10 @@ How it talks to the server, and why:
   dead server can't hold the loop for long; *connecting again* never happens on the
   caller's thread: a background thread does it, with back-off, and swaps the fresh
   connection in. Until then calls fail fast.
-* A flag change is committed together with ``pg_notify('guard_flags', user)``. The
-  background thread LISTENs on a second, dedicated connection, so every other store
-  (on any machine) sees the change in milliseconds: :meth:`data_version` is a local
+* A flag change (and every journal write) is committed together with
+  ``pg_notify('guard_state', ...)``. The background thread LISTENs on a second,
+  dedicated connection, so every other store (on any machine) sees the change in
+  milliseconds, as SQLite's ``data_version`` sees another connection's commit: :meth:`data_version` is a local
   counter that it bumps (no round trip, so polling it every 0.2 s is free) and
   :meth:`on_change` callbacks are called at once. Notifications sent by this
   store's own connection are ignored, as SQLite's ``data_version`` ignores its own
@@ -70,7 +71,7 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
 log = logging.getLogger("guard_app.state")
 
 INSTALL_HINT = "pip install 'guard-app[postgres]' (psycopg 3)"
-CHANNEL = "guard_flags"
+CHANNEL = "guard_state"
 _SCHEMA_VERSION = 1
 # pg_advisory_xact_lock key serialising schema creation ("GUAR").
 _SCHEMA_LOCK = 0x47554152
@@ -324,7 +325,7 @@ class PostgresStateStore(StateStore):
                 try:
                     with conn.transaction():
                         for entry in pending:
-                            self._insert_entry(conn, *entry)
+                            self._insert_entry(conn, *entry, notify=True)
                 except psycopg.Error:
                     self._pending = pending + self._pending
                     conn.close()
@@ -459,7 +460,7 @@ class PostgresStateStore(StateStore):
                  cycle_id, payload)
         try:
             new_id: int = self._run(f"write a {kind} journal entry",
-                                    lambda db: self._insert_entry(db, *entry))
+                                    lambda db: self._insert_entry(db, *entry, notify=True))
         except StateUnavailableError:
             with self._lock:
                 self._pending.append(entry)
@@ -486,7 +487,7 @@ class PostgresStateStore(StateStore):
         try:
             ids: list[int] = self._run(
                 f"write {len(rows)} {kind} journal entries",
-                lambda db: [self._insert_entry(db, *row) for row in rows])
+                lambda db: [self._insert_entry(db, *row, notify=True) for row in rows])
         except StateUnavailableError:
             with self._lock:
                 self._pending.extend(rows)
@@ -503,7 +504,13 @@ class PostgresStateStore(StateStore):
         user: str | None,
         cycle_id: int | None,
         data: Mapping[str, Any],
+        *,
+        notify: bool = False,
     ) -> int:
+        if notify:
+            # Other stores' data_version moves (a window follows the holder's journal);
+            # identical notifications in one transaction are delivered once.
+            db.execute("SELECT pg_notify(%s, 'journal')", (CHANNEL,))
         row = db.execute(
             "INSERT INTO guard_journal (ts, kind, message, account_id, user_name, cycle_id, data) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
