@@ -1,7 +1,8 @@
 """The ``guard-app`` command: the desktop app by default, headless subcommands otherwise.
 
-Contract (DESIGN.md): ``run [--once]``, ``status [--json]``, ``unwind USER [--yes|--off]``,
-``keys set|delete ACCOUNT``, ``state password``, ``state copy --to URL``, ``demo``, ``sim``; ``--config`` and ``--data-dir`` before or
+Contract (docs/cli.md): ``run [--once]``, ``status [--json]``, ``unwind USER [--yes|--off]``,
+``keys set|delete ACCOUNT``, ``state password``, ``state copy --to URL``, ``demo``, ``sim``;
+``--config`` and ``--data-dir`` before or
 after the subcommand. Exit codes: 0 ok, 1 an account failed (``run --once``,
 ``status``) or a confirmation was declined, 2 bad usage or config.
 """

@@ -1,32 +1,21 @@
 """Find guard-app's bundled files (icons) wherever the app runs, and its state colours.
 
 The top-level ``resources/`` folder of the source tree is the single home of the
-app's data files. It reaches the running program in one of three ways, tried in
-this order:
+app's data files. One resolver finds it, trying in order:
 
-1. **Frozen by PyInstaller** - the spec lists ``resources`` in its ``datas``, so
-   the files sit under ``sys._MEIPASS/resources`` (``sys._MEIPASS/guard_app/resources``
-   is accepted too, for a spec that keeps the installed layout).
-2. **Installed** (wheel, sdist, distro package) - ``pyproject.toml`` maps the folder
-   into the package as ``guard_app/resources/`` package data, read through
-   :mod:`importlib.resources`.
-3. **Source checkout** (including ``pip install -e .``, whose editable finder does not
-   expose the data folder) - ``<repo root>/resources``.
+1. **Frozen by PyInstaller**: ``sys._MEIPASS/resources`` (the spec lists it in ``datas``).
+2. **Installed** (wheel, distro package): ``guard_app/resources/``, where
+   ``pyproject.toml`` ships the folder as package data.
+3. **Source checkout** (also ``pip install -e .``): ``<repository>/resources``.
 
-Note the folder is package *data* only: it has no ``__init__.py``, so the import
-name ``guard_app.resources`` is this module, and the data is reached as
-``files("guard_app") / "resources"``.
-
-This module must not import Qt: the GUI builds ``QIcon`` objects from these paths,
-and the core and the command line use it without a display.
+The import name ``guard_app.resources`` is this module; the data folder has no
+``__init__.py``. This module must not import Qt: the GUI builds ``QIcon`` objects from
+these paths, and the core and the command line use it without a display.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import sys
-from importlib import resources as importlib_resources
 from pathlib import Path, PurePosixPath
 
 __all__ = [
@@ -69,29 +58,17 @@ TRAY_ICON_FOR_STATE: dict[str, str] = {
 }
 
 _RESOURCES_DIR = "resources"
-# Kept open for the life of the process: files extracted from a zipped install
-# must outlive the call that asked for them.
-_extracted_files = contextlib.ExitStack()
-atexit.register(_extracted_files.close)
 
 
 def resource_roots() -> list[Path]:
-    """Return the folders searched for resources, in the order they are tried.
+    """The folders searched for resources, in the order they are tried.
 
-    Only folders that could hold resources in this kind of run are listed; a folder
-    that does not exist is still listed, so an error can say where it looked.
+    A folder that does not exist is still listed, so an error can say where it looked.
     """
-    roots: list[Path] = []
+    package = Path(__file__).resolve().parent  # .../guard_app
     meipass = getattr(sys, "_MEIPASS", None)
-    if meipass is not None:
-        roots.append(Path(meipass) / _RESOURCES_DIR)
-        roots.append(Path(meipass) / "guard_app" / _RESOURCES_DIR)
-    installed = _installed_root()
-    if installed is not None:
-        roots.append(installed)
-    # guard_app/resources.py -> guard_app/ -> repository root
-    roots.append(Path(__file__).resolve().parent.parent / _RESOURCES_DIR)
-    return roots
+    frozen = [Path(meipass) / _RESOURCES_DIR] if meipass is not None else []
+    return [*frozen, package / _RESOURCES_DIR, package.parent / _RESOURCES_DIR]
 
 
 def resource_path(relative: str) -> Path:
@@ -106,9 +83,6 @@ def resource_path(relative: str) -> Path:
         candidate = root.joinpath(*parts)
         if candidate.is_file():
             return candidate
-    zipped = _from_zipped_install(parts)
-    if zipped is not None:
-        return zipped
     searched = "\n".join(f"  - {root.joinpath(*parts)}" for root in resource_roots())
     raise FileNotFoundError(
         f"guard-app could not find its bundled file {relative!r}. Looked in:\n{searched}\n"
@@ -136,24 +110,3 @@ def _safe_parts(relative: str) -> tuple[str, ...]:
             "(for example 'icons/tray-ok.svg')"
         )
     return pure.parts
-
-
-def _installed_root() -> Path | None:
-    """The package-data folder of an installed guard_app, if it is on the file system."""
-    try:
-        root = importlib_resources.files("guard_app").joinpath(_RESOURCES_DIR)
-    except (ModuleNotFoundError, TypeError):
-        return None
-    # A plain install gives a real directory; a zipped one is handled separately.
-    return root if isinstance(root, Path) else None
-
-
-def _from_zipped_install(parts: tuple[str, ...]) -> Path | None:
-    """Extract a resource from a zipped install (zipapp, egg) to a temporary file."""
-    try:
-        traversable = importlib_resources.files("guard_app").joinpath(_RESOURCES_DIR, *parts)
-    except (ModuleNotFoundError, TypeError):
-        return None
-    if isinstance(traversable, Path) or not traversable.is_file():
-        return None
-    return _extracted_files.enter_context(importlib_resources.as_file(traversable))

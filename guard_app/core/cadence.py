@@ -1,6 +1,6 @@
 """When the enforcer looks: the flags it follows and the clock of its cycles.
 
-:class:`FlagWatcher` keeps the forced-unwind flags current (DESIGN rule 11): one cheap
+:class:`FlagWatcher` keeps the forced-unwind flags current (docs/enforcement.md rule 11): one cheap
 "has anything changed?" question to the state store (``StateStore.data_version``, a
 single ``PRAGMA`` on the enforcer's own connection, about 20 µs) every
 ``FLAG_POLL_SECONDS``; the flags themselves are read only when the answer is yes. A

@@ -29,7 +29,7 @@ class EnforcerConfig:
 
     ``fast_interval_seconds`` is how often an account is re-read while its user's
     forced unwind is on, and for one normal interval after it was last over a cap
-    (DESIGN rule 14); never slower than ``interval_seconds``.
+    (docs/enforcement.md rule 14); never slower than ``interval_seconds``.
     """
 
     interval_seconds: float = 60.0
@@ -145,7 +145,7 @@ sandbox = false              # ccxt set_sandbox_mode
 [users.alice]                # optional per-user caps across her accounts
 max_positions = 12
 """
-"""A complete, valid config file (the one in DESIGN.md), for docs and first-run help."""
+"""A complete, valid config file (the one in docs/config.md), for docs and first-run help."""
 
 MIN_INTERVAL_SECONDS = 1.0
 # Binance spot: a read costs about 24 of 6,000 weight per minute; at 1 s per account

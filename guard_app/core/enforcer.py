@@ -7,7 +7,7 @@ concurrently, asks the pure policy what to close, and closes it:
 * account caps and forced unwinds are enforced as soon as that account is read, so a
   slow or failing account never delays another one;
 * per-user caps are enforced once all of that user's accounts have been read;
-* after its closes are answered an account is re-read at once (DESIGN rule 13) and
+* after its closes are answered an account is re-read at once (docs/enforcement.md rule 13) and
   what is left is closed, within ``MAX_CLOSE_ROUNDS`` rounds;
 * a forced unwind is a kill switch (rule 12): every open order of the account is
   cancelled first, so nothing resting can reopen a position or block a close;
@@ -26,8 +26,8 @@ concurrently, asks the pure policy what to close, and closes it:
 
 The enforcer only emits events (``core/events.py``). The journal and the trader log
 are observers (``core/journal.py``), wired in by default; callers add their own.
-Where a close order is sent: :meth:`Enforcer._execute`. Where the journal is written:
-:class:`~guard_app.core.journal.JournalObserver`.
+Where a close order is sent: :class:`~guard_app.core.orders.OrderSender`. Where the
+journal is written: :class:`~guard_app.core.journal.JournalObserver`.
 
 Nothing here blocks the loop for long: keyring reads run on the keyring's own thread.
 Thread-safe entry points for other threads: ``wake``, ``stop``, ``pause``, ``resume``,
@@ -39,10 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
-import secrets as pysecrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,17 +55,14 @@ from guard_app.core.errors import (
     ErrorKind,
     GuardError,
     NeedsUserError,
-    OrderUnknownError,
     RateLimitedError,
 )
 from guard_app.core.events import (
     AccountError,
     AccountRead,
-    CloseDecided,
     ConfigReloaded,
     CycleFinished,
     CycleStarted,
-    DryRunSkipped,
     EnforcerEvent,
     EnforcerStarted,
     EnforcerStopped,
@@ -77,10 +72,6 @@ from guard_app.core.events import (
     LeasesChanged,
     Observer,
     OpenOrdersCancelled,
-    OrderFilled,
-    OrderPlaced,
-    OrderRejected,
-    OrderSkipped,
     OverCapDetected,
     SendGate,
     UnwindPlanned,
@@ -95,8 +86,8 @@ from guard_app.core.models import (
     JournalEntry,
     OrderResult,
     PlannedClose,
-    client_order_id,
 )
+from guard_app.core.orders import OrderSender
 from guard_app.core.policy import describe_plan, describe_user_plan, plan_closes
 from guard_app.core.ports import BrokerFactory, BrokerPort
 from guard_app.core.secrets import ApiKeys, SecretReader, SecretStore
@@ -205,9 +196,10 @@ class Enforcer:
         if observer is not None:
             chain.append(observer)
         self._observers: tuple[Observer, ...] = tuple(chain)
-        self._gates: tuple[SendGate, ...] = tuple(
+        gates: tuple[SendGate, ...] = tuple(
             o for o in chain if isinstance(o, SendGate)  # type: ignore[misc]
         )
+        self._orders = OrderSender(self._emit, gates)
         self._broker_factory: BrokerFactory = broker_factory
         self._state: StateStore | None = None
         self._accounts: dict[str, AccountRuntime] = {}
@@ -222,7 +214,6 @@ class Enforcer:
         self._flags = FlagWatcher(lambda: self.state, self._emit)
         self._tail = JournalTail(lambda: self.state, self._emit)
         self._cadence = Cadence()
-        self._order_numbers = itertools.count()
         # Active/standby per account (a desk): act only on accounts whose lease we hold.
         self._leases = LeaseKeeper(config.state.lease_seconds)
         self._leases_announced: tuple[tuple[str, str | None], ...] = ()
@@ -813,21 +804,9 @@ class Enforcer:
         plan: Sequence[PlannedClose],
         report: CycleReport,
     ) -> dict[CloseKey, bool]:
-        """Send the closes of one account: where a close order is sent. Returns
-        {close key: closed?} for every close that was decided."""
+        """Have one account's closes sent (``core/orders.py``) and take in the answers.
+        Returns {close key: closed?} for every close that was decided."""
         account = runtime.config
-        dry = self._config.enforcer.dry_run
-        nonce = pysecrets.token_hex(3)
-        ids = [client_order_id(cycle_id, next(self._order_numbers), nonce) for _ in plan]
-        for pc in plan:
-            self._emit(CloseDecided(cycle_id=cycle_id, close=pc, quote=account.quote, dry_run=dry))
-        if dry:
-            for pc, cid in zip(plan, ids, strict=True):
-                self._emit(OrderPlaced(cycle_id=cycle_id, close=pc, client_order_id=cid,
-                                       amount=pc.position.amount, dry_run=True))
-            self._emit(DryRunSkipped(cycle_id=cycle_id, account_id=account.id, count=len(plan)))
-            report.planned.extend(plan)
-            return {pc.key: False for pc in plan}
         broker = runtime.broker
         if broker is None:  # keys removed since the read: nothing can be sent
             return {pc.key: False for pc in plan}
@@ -836,59 +815,23 @@ class Enforcer:
             log.warning("%s: lease lost before sending %d closes; not sent (%s acts on it)",
                         account.id, len(plan), self.enforced_by(account.id) or "another enforcer")
             return {pc.key: False for pc in plan}
-        placed = [OrderPlaced(cycle_id=cycle_id, close=pc, client_order_id=cid,
-                              amount=pc.position.amount)
-                  for pc, cid in zip(plan, ids, strict=True)]
-        try:
-            # The journal's order_sent is on disk before anything leaves (see events.py).
-            for gate in self._gates:
-                gate.before_send(placed)
-        except Exception as exc:
-            log.exception("%s: could not record the closes before sending them", account.id)
-            reason = f"not sent: could not record it in the journal ({type(exc).__name__})"
-            result: dict[CloseKey, bool] = {}
-            for pc, cid in zip(plan, ids, strict=True):
-                result[pc.key] = self._record_outcome(
-                    cycle_id, runtime, pc, cid, BrokerError(account.id, reason), report)
-            return result
-        for event in placed:
-            self._emit(event)
+        sent = await self._orders.send(cycle_id, account, broker, plan,
+                                       dry_run=self._config.enforcer.dry_run)
         report.planned.extend(plan)
-        outcomes = await broker.close_many(list(zip(plan, ids, strict=True)))
-        return {
-            pc.key: self._record_outcome(cycle_id, runtime, pc, cid, outcome, report)
-            for pc, cid, outcome in zip(plan, ids, outcomes, strict=True)
-        }
-
-    def _record_outcome(
-        self,
-        cycle_id: int,
-        runtime: AccountRuntime,
-        pc: PlannedClose,
-        cid: str,
-        outcome: OrderResult | BrokerError | None,
-        report: CycleReport,
-    ) -> bool:
-        account = runtime.config
-        if isinstance(outcome, OrderResult):
-            report.orders.append(outcome)
-            self._emit(OrderFilled(cycle_id=cycle_id, close=pc, client_order_id=cid,
-                                   order_id=outcome.order_id, filled=outcome.filled,
-                                   status=outcome.status, amount=outcome.amount))
-            return True
-        if outcome is None:
-            self._emit(OrderSkipped(cycle_id=cycle_id, close=pc, client_order_id=cid))
-            return True
-        if isinstance(outcome, RateLimitedError):
-            self._park_exchange(account, outcome)
-        if isinstance(outcome, NeedsUserError):
-            self._park_account(runtime, outcome)
-        report.rejected.append(f"{account.id} {pc.position.symbol}: {outcome.reason}")
-        self._emit(OrderRejected(cycle_id=cycle_id, close=pc, client_order_id=cid,
-                                 reason=outcome.reason,
-                                 unknown_outcome=isinstance(outcome, OrderUnknownError),
-                                 code=outcome.code))
-        return False
+        if sent is None:  # dry run
+            return {pc.key: False for pc in plan}
+        for item in sent:
+            outcome = item.outcome
+            if isinstance(outcome, OrderResult):
+                report.orders.append(outcome)
+            elif isinstance(outcome, BrokerError):
+                if isinstance(outcome, RateLimitedError):
+                    self._park_exchange(account, outcome)
+                if isinstance(outcome, NeedsUserError):
+                    self._park_account(runtime, outcome)
+                report.rejected.append(
+                    f"{account.id} {item.close.position.symbol}: {outcome.reason}")
+        return {item.close.key: item.closed for item in sent}
 
     # -- failures -----------------------------------------------------------------
 

@@ -76,6 +76,11 @@ class BrokerError(GuardError):
         self.symbol = symbol
         super().__init__(reason)
 
+    def describe(self) -> str:
+        """One line for logs and the GUI."""
+        what = f" {self.symbol}" if self.symbol else ""
+        return f"{self.account_id}:{what} {self.reason}"
+
 
 class TemporaryBrokerError(BrokerError):
     """Network trouble, timeouts, exchange maintenance: retried next cycle."""

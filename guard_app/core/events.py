@@ -63,7 +63,7 @@ class ConfigReloaded(EnforcerEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CycleStarted(EnforcerEvent):
     """A cycle began. ``fast``: a fast re-read of only the accounts that need it
-    (forced unwind, recently over a cap; DESIGN rule 14), not a full cycle."""
+    (forced unwind, recently over a cap; docs/enforcement.md rule 14), not a full cycle."""
 
     cycle_id: int
     account_ids: tuple[str, ...]
@@ -132,7 +132,7 @@ class AccountRead(EnforcerEvent):
 
     ``caps`` are the caps in force (none while paused); ``account_caps`` the configured
     ones. ``verify``: the re-read right after this account's closes were answered
-    (DESIGN rule 13), so it shows the state after the orders. ``fast``: part of a fast
+    (docs/enforcement.md rule 13), so it shows the state after the orders. ``fast``: part of a fast
     re-read (rule 14).
     """
 
@@ -196,7 +196,7 @@ class DryRunSkipped(EnforcerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpenOrdersCancelled(EnforcerEvent):
-    """Kill switch (DESIGN rule 12): every open order of the account was cancelled
+    """Kill switch (docs/enforcement.md rule 12): every open order of the account was cancelled
     before its closes (``cancelled`` of them), or the cancel failed (``error``)."""
 
     cycle_id: int
@@ -266,7 +266,7 @@ class Intervention(EnforcerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnwindRound(EnforcerEvent):
-    """One round of a forced unwind on one account (DESIGN rule 12): ``closes`` orders
+    """One round of a forced unwind on one account (docs/enforcement.md rule 12): ``closes`` orders
     sent, then re-read: ``left`` positions still open (0: flat)."""
 
     cycle_id: int

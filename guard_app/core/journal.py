@@ -11,7 +11,7 @@ then does the enforcer send them. If that write fails, the orders are not sent a
 are reported as rejected ("not sent: could not record it in the journal"): a close we
 could not record could be sent twice after a crash.
 
-Fast re-reads (DESIGN rule 14) run every few seconds for as long as an unwind is on,
+Fast re-reads (docs/enforcement.md rule 14) run every few seconds for as long as an unwind is on,
 possibly hours; the journal keeps what matters from them (positions found, decisions,
 orders, errors) and leaves out the empty ones (no ``cycle_start``/``cycle_end``, no
 ``snapshot`` of a flat account, no "still flat" progress).

@@ -3,7 +3,7 @@
 No I/O, no clocks, no randomness: the same input (in any order) always gives the same
 plan, so the enforcer, the CLI ``status`` and the tests can all ask the same question.
 
-The rules (DESIGN.md, "Enforcement rules"):
+The rules (README "What the enforcer does each cycle", docs/architecture.md):
 
 1. A user under forced unwind: every position of every one of their accounts closes
    (``FORCED_UNWIND``). Nothing else is decided for that user.

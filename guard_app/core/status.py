@@ -1,6 +1,6 @@
 """Read every account once, without closing anything: ``guard-app status``.
 
-Builds the ``status --json`` document of DESIGN.md (a contract other tools rely on).
+Builds the ``status --json`` document of docs/cli.md (a contract other tools rely on).
 """
 
 from __future__ import annotations

@@ -105,6 +105,7 @@ class _IpState:
         self.back_off_until = 0.0
         self.strikes = 0
         self.banned_until = 0.0
+        self.bans = 0
 
 
 def _decimals(step: Decimal) -> int:
@@ -240,13 +241,18 @@ class BinanceApi:
                 ip.strikes += 1
             ip.back_off_until = max(ip.back_off_until, until)
             if ip.strikes >= self.limits.limit("binance.ban_after_429s"):
-                ip.banned_until = now + self.limits.limit("binance.ban_seconds")
+                self._ban(ip, now)
                 ip.strikes = 0
         if ip.banned_until > now:
             return self._banned(ip, client, headers)
         self.stats.note("binance", "429")
         return ApiResponse(429, {"code": code, "msg": msg},
                            {**headers, "Retry-After": str(max(1, int(until - now + 0.999)))})
+
+    def _ban(self, ip: _IpState, now: float) -> None:
+        """Ban an IP; "the ban duration scales from 2 minutes to 3 days for repeat offenders"."""
+        ip.bans += 1
+        ip.banned_until = now + min(self.limits.limit("binance.ban_seconds") * 2 ** (ip.bans - 1), 3 * 86400)
 
     def _banned(self, ip: _IpState, client: str, headers: dict[str, str]) -> ApiResponse:
         self.stats.note("binance", "418")
@@ -275,7 +281,7 @@ class BinanceApi:
             with self._ip_lock:
                 ip.strikes += 1
                 if ip.strikes >= self.limits.limit("binance.ban_after_429s"):
-                    ip.banned_until = now + self.limits.limit("binance.ban_seconds")
+                    self._ban(ip, now)
                     ip.strikes = 0
                     return self._banned(ip, req.client, headers), headers
         if not allowed:

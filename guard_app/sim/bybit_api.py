@@ -447,8 +447,11 @@ class BybitApi:
         if price is not None and (price <= 0 or price % market.spec.tick_size != 0):
             raise ApiError(170134 if market.is_spot else 10001, "Order price decimal too long.")
         exec_price = price if price is not None else market.price
-        if market.is_spot and otype == "Market" and side == "Buy" and row.get("marketUnit", "quoteCoin") == "quoteCoin":
-            qty = market.round_down(qty / exec_price)  # "Place Order": spot market buys are in quote by default
+        if market.is_spot and otype == "Market" and \
+                row.get("marketUnit", "quoteCoin" if side == "Buy" else "baseCoin") == "quoteCoin":
+            # "Place Order" marketUnit: spot market buys are sized in the quote coin by default,
+            # sells in the base coin; either may say otherwise.
+            qty = market.round_down(qty / exec_price)
         spec = market.spec
         if (qty - spec.min_qty) % spec.step_size != 0 or qty < spec.min_qty:
             raise ApiError(170137 if market.is_spot else 10001, "Order quantity has too many decimals."

@@ -93,7 +93,7 @@ def run_sim(args: argparse.Namespace, stop_event: threading.Event | None = None)
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        protocols = [p for p in EXCHANGE_API_PATHS if any(a.exchange == p for a in scenario.accounts)]
+        protocols = [p for p in EXCHANGE_API_PATHS if any(a.exchange == p for a in scenario.accounts)] or ["binance"]
         print(f"Simulated {', '.join(p.capitalize() if p != 'okx' else 'OKX' for p in protocols)} serving "
               f"{scenario_path} on {server.base_url}", flush=True)
         print("Accounts: " + ", ".join(f"{a.name} ({a.exchange})" for a in scenario.accounts)

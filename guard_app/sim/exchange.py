@@ -521,8 +521,9 @@ class SimExchange:
             ]
 
     def futures_wallet(self, account: str) -> float:
+        """The USDT margin wallet: Binance's USDⓈ-M wallet, a unified account's USDT."""
         with self._lock:
-            return float(self._account(account).wallet)
+            return float(self._wallet(self._account(account), "USDT"))
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON-able data (no keys or secrets)."""
@@ -542,7 +543,7 @@ class SimExchange:
                         "position_mode": "hedge" if acc.hedge else "one-way",
                         "revoked": acc.revoked,
                         "balances": self.balances(name),
-                        "futures_wallet": float(acc.wallet),
+                        "futures_wallet": float(self._wallet(acc, "USDT")),
                         "positions": self.positions(name),
                         "open_orders": self.open_orders(name),
                     }

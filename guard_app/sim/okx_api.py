@@ -413,7 +413,7 @@ class OkxApi:
         td_mode = row.get("tdMode")
         if market.is_spot:
             if td_mode != "cash":
-                # Spot in the trading account (acctLv 2) without margin: tdMode must be cash.
+                # Spot margin (tdMode cross/isolated on SPOT) is not simulated: only cash spot.
                 raise _param_error("tdMode")
         elif td_mode not in ("cross", "isolated"):
             raise _param_error("tdMode")
@@ -586,27 +586,41 @@ class OkxApi:
 
     def _place_algo(self, req: ApiRequest, p: Any, acc: SimAccount | None) -> ApiResponse:
         assert acc is not None  # noqa: S101 - private route
-        now = str(self.ex.server_time_ms())
+        client_id = p.get("algoClOrdId") or p.get("clOrdId") or ""
         try:
             if p.get("ordType") not in ("trigger", "conditional"):
                 raise _param_error("ordType")
             trigger = p.get("triggerPx") or p.get("slTriggerPx") or p.get("tpTriggerPx")
             if not trigger:
                 raise _param_error("triggerPx")
-            row = dict(p, ordType="market" if str(p.get("orderPx", p.get("slOrdPx", "-1"))) == "-1" else "limit")
-            row["px"] = p.get("orderPx") or p.get("slOrdPx") or p.get("tpOrdPx")
+            # "Place algo order": trigger orders price with orderPx, conditional (TP/SL) ones with
+            # tpOrdPx / slOrdPx; -1 means market.
+            px = p.get("orderPx") or p.get("slOrdPx") or p.get("tpOrdPx")
+            row = dict(p, ordType="market" if px in (None, "", "-1") else "limit", px=px)
             row.pop("clOrdId", None)
+            if row.get("sz") in (None, "") and str(p.get("closeFraction", "")) == "1":
+                # closeFraction=1 (reduce-only TP/SL): the whole position, so no sz is sent.
+                row["sz"] = self._position_size(acc, row)
             market, f = self._validate(acc, row)
             order = self.ex.place(
                 acc, market, f["side"], f["otype"], f["qty"], f["price"], reduce_only=f["reduce_only"],
-                client_order_id=p.get("algoClOrdId"), margin_mode=f["margin_mode"] if f["margin_mode"] != "cash" else "cross",
+                client_order_id=client_id or None,
+                margin_mode=f["margin_mode"] if f["margin_mode"] != "cash" else "cross",
                 leg=f["leg"], errors=OKX_ERRORS, trigger_price=Decimal(str(trigger)),
             )
         except ApiError as err:
-            return self._envelope([{"algoClOrdId": p.get("algoClOrdId", ""), "algoId": "", "clOrdId": "",
-                                    "sCode": str(err.code), "sMsg": err.msg, "tag": ""}])
-        return self._envelope([{"algoClOrdId": order.client_order_id, "algoId": str(order.order_id), "clOrdId": "",
-                                "sCode": "0", "sMsg": "Order placed", "tag": "", "ts": now}])
+            return self._envelope([{"algoClOrdId": client_id, "algoId": "", "clOrdId": client_id,
+                                    "sCode": str(err.code), "sMsg": err.msg, "tag": p.get("tag", "")}])
+        return self._envelope([{"algoClOrdId": order.client_order_id, "algoId": str(order.order_id),
+                                "clOrdId": order.client_order_id, "sCode": "0", "sMsg": "", "tag": p.get("tag", "")}])
+
+    def _position_size(self, acc: SimAccount, row: dict[str, Any]) -> str:
+        market = self._market(row.get("instId"))
+        leg = row.get("posSide") or "net"
+        for m, mm, lg, amt, _e in self.ex.position_legs(acc):
+            if m is market and mm == row.get("tdMode") and lg == leg:
+                return fmt(abs(amt))
+        raise OKX_ERRORS.nothing_to_reduce
 
     def _algo_pending(self, req: ApiRequest, p: Any, acc: SimAccount | None) -> list[dict[str, Any]]:
         assert acc is not None  # noqa: S101 - private route

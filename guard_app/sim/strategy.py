@@ -48,11 +48,13 @@ class SimStrategy:
         self.trades = 0
 
     def _venues_of(self, account: str) -> list[str]:
-        """Spot if the account holds any spot balance, swap if it has a futures wallet."""
+        """Spot if the account holds any spot balance, swap if it has a futures wallet (or is a
+        unified OKX / Bybit account, whose coins are the perpetuals' margin)."""
         venues = []
         if "spot" in self.venues and self.exchange.balances(account):
             venues.append("spot")
-        if "swap" in self.venues and self.exchange.futures_wallet(account) > 0:
+        if "swap" in self.venues and (self.exchange.accounts[account].unified
+                                      or self.exchange.futures_wallet(account) > 0):
             venues.append("swap")
         return venues
 
@@ -103,8 +105,11 @@ class SimStrategy:
         market = self._rng.choice(sorted(options, key=lambda m: m.symbol))
         side = self._rng.choice(("long", "short"))
         qty = self._amount(market)
-        self.exchange.open_position(account, market.symbol, side, qty)
-        return f"{account} opened {side} {qty} {market.symbol}"
+        # Positions are in the exchange's contracts (OKX: ctVal base units each); at least one.
+        contracts = max(qty / self.exchange.contract_size(self.exchange.accounts[account], market), Decimal(1)) \
+            if self.exchange.accounts[account].protocol == "okx" else qty
+        self.exchange.open_position(account, market.symbol, side, contracts)
+        return f"{account} opened {side} {contracts} {market.symbol}"
 
     def start(self) -> SimStrategy:
         if self._thread is None or not self._thread.is_alive():

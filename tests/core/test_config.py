@@ -1,4 +1,4 @@
-"""The config loader: the DESIGN.md contract, defaults, and one clear error per mistake."""
+"""The config loader: the docs/config.md contract, defaults, and one clear error per mistake."""
 
 from __future__ import annotations
 
@@ -31,20 +31,16 @@ max_positions = 3
 
 
 def design_example() -> str:
-    """The example config exactly as DESIGN.md shows it (falls back to our copy)."""
-    # shared/ sits beside the repository checkout (also in CI).
-    design = Path(__file__).resolve().parents[3] / "shared" / "DESIGN.md"
-    if not design.exists():
-        return EXAMPLE_CONFIG
+    """The example config exactly as docs/config.md shows it (the user-facing contract)."""
+    design = Path(__file__).resolve().parents[2] / "docs" / "config.md"
     text = design.read_text(encoding="utf-8")
-    section = text.split("### Config file", 1)[1]
-    match = re.search(r"```toml\n(.*?)```", section, re.S)
-    assert match, "DESIGN.md has no toml example under 'Config file'"
+    match = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert match, "docs/config.md has no toml example"
     return match.group(1)
 
 
 def test_design_example_parses_to_the_documented_values() -> None:
-    cfg = parse_config(design_example(), "DESIGN.md")
+    cfg = parse_config(design_example(), "docs/config.md")
     assert cfg.enforcer == EnforcerConfig(interval_seconds=60.0, dry_run=False)
     assert cfg.accounts == (
         AccountConfig(
@@ -62,7 +58,7 @@ def test_design_example_parses_to_the_documented_values() -> None:
         ),
     )
     assert cfg.users == {"alice": UserConfig("alice", max_positions=12)}
-    assert cfg.source == "DESIGN.md"
+    assert cfg.source == "docs/config.md"
 
 
 def test_example_constant_matches_design() -> None:

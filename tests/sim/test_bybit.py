@@ -166,3 +166,14 @@ def test_ccxt_hedged_option_picks_the_leg_index(sim_exchanges):
 
     left = with_client(sim_exchanges, "bybit-hedge", body)
     assert [(p["side"], p["contracts"]) for p in left] == [("short", 0.02)]  # the long leg (idx 1) closed
+
+
+def test_spot_market_orders_sized_by_market_unit(sim_exchanges):
+    async def body(c):
+        await c.load_markets()
+        await c.create_order("ETH/USDT", "market", "buy", 0.1)  # ccxt: marketUnit baseCoin
+        await c.create_order("ETH/USDT", "market", "sell", 0, None, {"cost": 150})  # marketUnit quoteCoin
+        return (await c.fetch_balance())["ETH"]["total"]
+
+    eth = with_client(sim_exchanges, "bybit-one", body)
+    assert eth == pytest.approx(1 + 0.1 - 0.05)  # 150 USDT of ETH at 3000 is 0.05 ETH

@@ -115,3 +115,18 @@ def test_help_says_how_the_three_exchanges_are_served():
     add_sim_arguments(parser)
     text = parser.format_help()
     assert "/api/v5/" in text and "/v5/" in text and "Bybit" in text
+
+
+def test_strategy_trades_okx_and_bybit_accounts_in_their_contracts():
+    from tests.fixtures.sim_fixtures import exchanges_scenario_path
+
+    server = SimServer(load_scenario(exchanges_scenario_path()))  # not started: the model alone
+    strategy = SimStrategy(server.exchange, accounts=["okx-hedge", "bybit-hedge"], venues=("swap",), seed=1)
+    before = {a: len(server.exchange.positions(a)) for a in ("okx-hedge", "bybit-hedge")}
+    for _ in range(3):
+        strategy.step()
+    after = {a: server.exchange.positions(a) for a in ("okx-hedge", "bybit-hedge")}
+    assert len(after["okx-hedge"]) > before["okx-hedge"] and len(after["bybit-hedge"]) > before["bybit-hedge"]
+    # OKX sizes are whole contracts of ctVal base units, never a fraction of the base amount.
+    assert all(p["contracts"] >= 1 for p in after["okx-hedge"])
+    assert {p["contract_size"] for p in after["okx-hedge"]} <= {0.01, 0.1}

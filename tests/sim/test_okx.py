@@ -229,3 +229,20 @@ def test_every_refusal_is_in_the_order_log(sim_exchanges):
     log = sim_exchanges.exchange.orders
     assert [(r.accepted, r.error_code, r.symbol) for r in log] == [
         (False, 51000, "ETH/USDT:USDT"), (True, None, "ETH/USDT:USDT")]
+
+
+def test_take_profit_and_stop_loss_become_algo_orders(sim_exchanges):
+    async def body(c):
+        await c.load_markets()
+        tp = await c.create_order("ETH/USDT:USDT", "market", "buy", 3, None,
+                                  {"takeProfitPrice": 2500, "reduceOnly": True, "marginMode": "isolated"})
+        sl = await c.create_order("BTC/USDT:USDT", "limit", "sell", 5, 49000,
+                                  {"stopLossPrice": 50000, "reduceOnly": True})
+        return tp, sl, await c.fetch_open_orders(None, None, None, {"ordType": "conditional"}), \
+            await c.fetch_open_orders()
+
+    tp, sl, algos, regular = with_client(sim_exchanges, "okx-net", body)
+    assert tp["id"] and sl["id"]
+    ids = {o["id"] for o in algos}
+    assert {tp["id"], sl["id"]} <= ids
+    assert not ids & {o["id"] for o in regular}

@@ -38,3 +38,13 @@ def test_okx_and_bybit_tables_match_ccxt(name) -> None:
 def test_unknown_exchange_is_named() -> None:
     with pytest.raises(ValueError, match="kraken"):
         ccxt_overrides("http://127.0.0.1:1", "kraken")
+
+
+def test_sim_endpoints_fixture_serves_all_three(sim_endpoints) -> None:
+    ends = sim_endpoints()
+    assert ends.base_url == ends.server.base_url
+    assert ends.overrides["okx"] == {"urls": {"api": {"rest": ends.base_url}}}
+    assert set(ends.overrides["bybit"]["urls"]["api"]) == {"spot", "futures", "v2", "public", "private"}
+    client = ccxt.okx({"enableRateLimit": False, "timeout": 5000, **ends.overrides["okx"]})
+    client.options["fetchMarkets"] = {"types": ["swap"]}
+    assert client.load_markets()["BTC/USDT:USDT"]["contractSize"] == 0.01

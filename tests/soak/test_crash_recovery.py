@@ -64,6 +64,11 @@ def test_sigkill_mid_unwind_then_restart_finishes_without_duplicates(world: Worl
         acc["ccxt"]["rateLimit"] = 120
     world.write_config(accounts, interval=60)
     sim.exchange.set_latency(0.1)
+    # The kill switch sends an account's closes all at once, so the kill can't land
+    # between two closes of one account any more: hold the futures account back (its
+    # requests answer 3 s late) so that it lands after the spot closes and before the
+    # futures ones.
+    sim.exchange.inject_fault("/fapi/", kind="latency", delay=3.0)
     total = len(SPOT) - 1 + len(FUTURES)
     with StateStore(world.data_dir) as state:
         state.set_forced_unwind("alice", True, by="test", reason="crash test")
@@ -77,6 +82,7 @@ def test_sigkill_mid_unwind_then_restart_finishes_without_duplicates(world: Worl
         if first.poll() is None:
             first.kill()
     assert first.returncode == -signal.SIGKILL
+    sim.exchange.clear_faults()
     wait_for(lambda: quiet(sim), 10, "the exchange to finish the killed run's requests")
     closed_before = {o.symbol for o in accepted(sim)}
     assert 0 < len(closed_before) < total, "the kill must land in the middle of the unwind"

@@ -216,7 +216,11 @@ class Soak:
                     assert rec.reduce_only, f"{acc_id}: futures close not reduce-only: {rec}"
                     assert held != 0, f"{acc_id}: close for {rec.symbol} with no position"
                     assert rec.side == ("sell" if held > 0 else "buy"), f"{acc_id}: {rec}"
-                sold[(acc_id, rec.symbol or "")] += rec.quantity or 0.0
+                # What left the account: after a partial fill the kill switch closes the
+                # rest in the same cycle (docs/enforcement.md rule 12), so order sizes may
+                # add up to more than was held while fills never do.
+                sold[(acc_id, rec.symbol or "")] += (
+                    rec.filled if rec.filled is not None else rec.quantity or 0.0)
         for (acc_id, symbol), qty in sold.items():
             held = abs(before[acc_id].get(symbol, 0.0))
             assert qty <= held + EPS, (

@@ -32,7 +32,7 @@ Journal kinds written by the enforcer (``data`` is a small JSON object):
 - ``intervention``: one per account and cycle in which close orders were placed; the
   ``interventions`` metric counts these.
 - ``orders_cancelled`` / ``unwind_round``: the kill switch cancelled an account's open
-  orders / one close-and-re-read round of a forced unwind (DESIGN rule 12).
+  orders / one close-and-re-read round of a forced unwind (docs/enforcement.md rule 12).
 
 The enforcer's entries are written by ``core/journal.py`` (JournalObserver).
 
