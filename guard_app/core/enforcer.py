@@ -216,7 +216,7 @@ class Enforcer:
         self._cadence = Cadence()
         # Active/standby per account (a desk): act only on accounts whose lease we hold.
         self._leases = LeaseKeeper(config.state.lease_seconds)
-        self._leases_announced: tuple[tuple[str, str | None], ...] = ()
+        self._leases_announced: tuple[tuple[tuple[str, str | None], ...], bool] = ((), True)
 
     # -- thread-safe controls -----------------------------------------------------
 
@@ -323,9 +323,11 @@ class Enforcer:
         ids = [a.id for a in self._config.accounts]
         gained = self._leases.renew(self.state, ids)
         view = tuple((a, self._leases.enforced_by(a)) for a in ids)
-        if view != self._leases_announced:
-            self._leases_announced = view
-            self._emit(LeasesChanged(holder=self._leases.holder, enforced_by=view))
+        ok = self._leases.store_ok
+        if (view, ok) != self._leases_announced:
+            self._leases_announced = (view, ok)
+            self._emit(LeasesChanged(holder=self._leases.holder, enforced_by=view,
+                                     database_ok=ok, database=self.state.location))
         if gained and wake and self._cadence.next_full_at and self._wake_event is not None:
             # Accounts taken over: enforce them now, not at the next interval (we are on
             # the loop: set the event directly).

@@ -116,6 +116,10 @@ class LeasesChanged(EnforcerEvent):
 
     holder: str
     enforced_by: tuple[tuple[str, str | None], ...]
+    #: False while the shared database is unreachable (``database`` names it): this
+    #: enforcer keeps its accounts, with the flags it last saw, and takes no others.
+    database_ok: bool = True
+    database: str = ""
 
     def standby(self, account_id: str) -> bool:
         """True when another enforcer acts on the account (this one stands by)."""

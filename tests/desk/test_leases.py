@@ -121,6 +121,17 @@ def test_the_window_shows_an_account_another_enforcer_holds_as_standby() -> None
     board.apply(LeasesChanged(holder="ws-a:1", enforced_by=(("a1", "ws-a:1"), ("a2", "ws-a:1"))))
     assert not board.accounts["a2"].standby
     assert "STANDBY" not in board.accounts["a2"].state_text()
+    # The shared database going away and coming back reaches the tray as notices.
+    board.take_notices()
+    away = (("a1", "ws-a:1"), ("a2", "ws-a:1"))
+    board.apply(LeasesChanged(holder="ws-a:1", enforced_by=away, database_ok=False,
+                              database="postgresql://guard@db/guard"))
+    notices = board.take_notices()
+    assert [n.kind for n in notices] == ["database_unreachable"]
+    assert "postgresql://guard@db/guard" in notices[0].text
+    board.apply(LeasesChanged(holder="ws-a:1", enforced_by=away, database_ok=True,
+                              database="postgresql://guard@db/guard"))
+    assert [n.kind for n in board.take_notices()] == ["database_back"]
 
 
 def test_a_crashed_enforcer_on_this_machine_is_not_waited_for(other_store: StateStore) -> None:

@@ -66,6 +66,11 @@ class LeaseKeeper:
         return self.lease_seconds / 3
 
     @property
+    def store_ok(self) -> bool:
+        """False while the state database can't be reached (held accounts are kept)."""
+        return self._store_ok
+
+    @property
     def held(self) -> frozenset[str]:
         return frozenset(self._held)
 

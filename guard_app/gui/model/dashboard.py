@@ -106,6 +106,7 @@ class Notice:
     """A one-off alert for the tray: something changed that the trader should know."""
 
     kind: str  # over_cap | back_under | unwind_started | unwind_finished | failing | recovered
+    #            | database_unreachable | database_back (a desk)
     title: str
     text: str
     account_id: str | None
@@ -258,6 +259,7 @@ class Dashboard:
         self.summary = Summary()
         self._notices: list[Notice] = []
         self._failing_notified: set[str] = set()
+        self._database_ok = True  # a desk's shared state database (LeasesChanged)
         self._config = config
         self.set_config(config)
 
@@ -369,6 +371,17 @@ class Dashboard:
             return self._unwind_progress(event)
         if isinstance(event, LeasesChanged):
             changed = set()
+            if event.database_ok != self._database_ok:
+                self._database_ok = event.database_ok
+                changed.add(SUMMARY)
+                if event.database_ok:
+                    self._notice("database_back", "Shared database reachable again",
+                                 f"{event.database}: flags and the journal are shared again.",
+                                 None, None)
+                else:
+                    self._notice("database_unreachable", "Shared database unreachable",
+                                 f"{event.database}: enforcing the accounts held, with the "
+                                 "flags last seen; reconnecting.", None, None)
             for account_id, by in event.enforced_by:
                 view = self.accounts.get(account_id)
                 standby = event.standby(account_id)
