@@ -83,7 +83,7 @@ def main() -> int:
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
-    for name in ("bench_enforcer", "bench_api", "bench_gui"):
+    for name in ("bench_enforcer", "bench_api", "bench_gui", "bench_desk"):
         if not (HERE / f"{name}.py").exists():
             print(f"{name}: not present, skipped", file=sys.stderr)
             continue

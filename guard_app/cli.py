@@ -1,8 +1,9 @@
 """The ``guard-app`` command: the desktop app by default, headless subcommands otherwise.
 
 Contract (docs/cli.md): ``run [--once] [--api]``, ``api token [--rotate]``,
-``status [--json]``, ``unwind USER [--yes|--off]``,
-``keys set|delete ACCOUNT``, ``demo``, ``sim``; ``--config`` and ``--data-dir`` before or
+``status [--json]``, ``unwind USER [--yes|--off]``, ``keys set|delete ACCOUNT``,
+``state password``, ``state copy --to URL``, ``demo``, ``sim``; ``--config`` and
+``--data-dir`` before or
 after the subcommand. Exit codes: 0 ok, 1 an account failed (``run --once``,
 ``status``) or a confirmation was declined, 2 bad usage or config.
 """
@@ -96,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(api_token, suppress=True)
     api_token.add_argument("--rotate", action="store_true",
                            help="replace the token; the old one stops working at once")
+    state = add("state", "the desk's shared state database (PostgreSQL)")
+    state_sub = state.add_subparsers(dest="state_command", metavar="ACTION", required=True,
+                                     parser_class=_Parser)
+    pw = state_sub.add_parser("password", help="store the database password in the OS keyring "
+                              "(asks on a terminal, reads stdin otherwise)",
+                              description="store the database password in the OS keyring")
+    _common(pw, suppress=True)
+    copy = state_sub.add_parser("copy", help="copy this SQLite state into PostgreSQL",
+                                description="copy this SQLite state (flags, journal, cycle ids) "
+                                "into an empty PostgreSQL database")
+    _common(copy, suppress=True)
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
     sim = add("sim", "run the exchange simulator on 127.0.0.1")
     from guard_app.sim.cli import add_sim_arguments
 
@@ -138,12 +151,13 @@ def _load_config(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _open_state(args: argparse.Namespace) -> Any:
+def _open_state(args: argparse.Namespace, config: Any = None) -> Any:
+    """The state store the config selects (``[state] url``), else the data dir's SQLite."""
     from guard_app.core.errors import StateError
-    from guard_app.core.state import StateStore
+    from guard_app.core.state import open_state
 
     try:
-        return StateStore(_data_dir(args))
+        return open_state(_data_dir(args), config.state if config is not None else None)
     except StateError as exc:
         raise UsageError(str(exc)) from None
 
@@ -183,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from guard_app.exchanges import make_broker
 
     config = _load_config(args)
-    _open_state(args).close()  # a corrupt state database stops us here, loudly
+    _open_state(args, config).close()  # an unusable state database stops us here, loudly
     api = _api_service(args, config)
     enforcer = Enforcer(config, _data_dir(args), observers=api.observers if api else (),
                         broker_factory=make_broker)
@@ -222,15 +236,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     from guard_app.exchanges import make_broker
 
     config = _load_config(args)
-    state = _open_state(args)
+    state = _open_state(args, config)
     try:
         flags = state.forced_unwind_flags()
+        holders = state.lease_holders()
     finally:
         state.close()
     from guard_app.core.secrets import SecretStore
 
     statuses = asyncio.run(read_all(config, SecretStore(), make_broker))
-    doc = status_document(config, flags, statuses)
+    doc = status_document(config, flags, statuses, holders)
     _add_limitations(doc)
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -282,8 +297,10 @@ def cmd_unwind(args: argparse.Namespace) -> int:
     if user not in config.user_names:
         known = ", ".join(config.user_names) or "none configured"
         raise UsageError(f"unknown user {user!r} (users: {known})")
+    from guard_app.core.errors import StateError
+
     accounts = [a.id for a in config.accounts_of(user)]
-    state = _open_state(args)
+    state = _open_state(args, config)
     try:
         if args.off:
             state.set_forced_unwind(user, False, by="cli", reason=args.reason)
@@ -303,6 +320,9 @@ def cmd_unwind(args: argparse.Namespace) -> int:
                 print("Not confirmed: nothing changed.")
                 return EXIT_FAILED
         state.set_forced_unwind(user, True, by="cli", reason=args.reason)
+    except StateError as exc:  # e.g. the desk's database is unreachable: nothing changed
+        print(f"{APP_NAME}: {exc}; the forced unwind was NOT changed", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         state.close()
     print(f"forced unwind ON for {user} ({len(accounts)} accounts): a running guard-app "
@@ -379,6 +399,46 @@ def cmd_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    from guard_app.core.errors import ConfigError, SecretStoreError, StateError
+    from guard_app.core.secrets import SecretStore
+
+    if args.state_command == "password":
+        if sys.stdin.isatty():
+            password = getpass.getpass("state database password: ")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("no password given: nothing stored")
+        try:
+            SecretStore().set_state_password(password)
+        except SecretStoreError as exc:
+            print(f"{APP_NAME}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print("state database password stored in the OS keyring (entry 'state-db')")
+        return EXIT_OK
+    from guard_app.core.config import validate_state
+    from guard_app.core.state import SqliteStateStore, open_state
+
+    try:
+        target_config = validate_state({"url": args.to})
+    except ConfigError as exc:
+        raise UsageError(f"--to: {exc.problem}") from None
+    try:
+        with SqliteStateStore(_data_dir(args)) as source:
+            dump = source.dump()
+        with open_state(_data_dir(args), target_config) as target:
+            target.load(dump)
+            where = target.location
+    except StateError as exc:
+        print(f"{APP_NAME}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    active = sum(1 for f in dump.flags if f.active)
+    print(f"copied {len(dump.flags)} flags ({active} on), {len(dump.journal)} journal entries "
+          f"and cycle ids up to {dump.cycle_id} into {where}; point [state] url at it now")
+    return EXIT_OK
+
+
 def cmd_gui(args: argparse.Namespace, *, demo: bool = False) -> int:
     try:
         from guard_app.gui.app import run_app
@@ -417,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_keys(args)
         if command == "api":
             return cmd_api(args)
+        if command == "state":
+            return cmd_state(args)
         if command == "sim":
             return cmd_sim(args)
         if command == "demo":

@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.sim_fixtures",
     "tests.fixtures.keyring_fixtures",
     "tests.fixtures.world",
+    "tests.fixtures.postgres_fixtures",
 ]
 
 # The app's entry points import guard_app.exchanges, which wires ccxt's exchange ids into

@@ -28,7 +28,7 @@ from guard_app.core.config_writer import ConfigDocument
 from guard_app.core.errors import GuardError
 from guard_app.core.events import Observer
 from guard_app.core.secrets import SecretStore
-from guard_app.core.state import StateStore
+from guard_app.core.state import open_state
 
 log = logging.getLogger("guard_app.api")
 
@@ -110,7 +110,7 @@ class DesktopApi:
 
     def observers(self) -> Sequence[Observer]:
         """Build the API's view and metrics (worker thread, before the enforcer)."""
-        with StateStore(self._data_dir) as store:
+        with open_state(self._data_dir, self._config.state) as store:
             active = sorted(store.forced_unwind_flags())
         try:
             token = self._secrets.get_api_token()

@@ -32,7 +32,7 @@ from guard_app.api.view import LiveView
 from guard_app.core.config import ApiConfig, AppConfig
 from guard_app.core.errors import GuardError
 from guard_app.core.events import Observer
-from guard_app.core.state import StateStore, UnwindFlag
+from guard_app.core.state import StateStore, UnwindFlag, open_state
 
 log = logging.getLogger("guard_app.api")
 
@@ -61,14 +61,14 @@ class EnforcerControl(Protocol):
 class _StateThread:
     """One worker thread with its own StateStore: flag reads and writes off the loop."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._data_dir = data_dir
+    def __init__(self, open_store: Callable[[], StateStore]) -> None:
+        self._open_store = open_store
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="guard-api-state")
         self._store: StateStore | None = None
 
     def _with_store(self, fn: Callable[[StateStore], T]) -> T:
         if self._store is None:
-            self._store = StateStore(self._data_dir)
+            self._store = self._open_store()
         return fn(self._store)
 
     async def call(self, fn: Callable[[StateStore], T]) -> T:
@@ -139,7 +139,7 @@ class ApiServer:
         self,
         api: ApiConfig,
         control: EnforcerControl,
-        data_dir: Path,
+        open_store: Callable[[], StateStore],
         view: LiveView,
         metrics: GuardMetrics,
         tokens: TokenKeeper,
@@ -150,7 +150,7 @@ class ApiServer:
         self._metrics = metrics
         self._tokens = tokens
         self._limiter = BadTokenLimiter()
-        self._state = _StateThread(data_dir)
+        self._state = _StateThread(open_store)
         self._runner: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
 
@@ -343,8 +343,12 @@ class ApiService:
     def observers(self) -> list[Observer]:
         return [self.view, self.metrics]
 
+    def _open_store(self) -> StateStore:
+        """The store ``[state]`` selects: a desk's API sets flags in the shared database."""
+        return open_state(self.data_dir, self.config.state)
+
     def bind(self, control: EnforcerControl) -> ApiServer:
-        self.server = ApiServer(self.config.api, control, self.data_dir, self.view,
+        self.server = ApiServer(self.config.api, control, self._open_store, self.view,
                                 self.metrics, self.tokens)
         return self.server
 

@@ -23,6 +23,7 @@ from guard_app.core.events import (
     EnforcerEvent,
     EnforcerStopped,
     Heartbeat,
+    LeasesChanged,
 )
 from guard_app.core.models import AccountSnapshot
 from guard_app.core.state import UnwindFlag
@@ -61,6 +62,7 @@ class LiveView:
         self._last_beat: float | None = None  # monotonic
         self._paused = False
         self._stopped = False
+        self._holders: dict[str, str] = {}  # account id -> HOST:PID holding its lease
 
     # -- observer ------------------------------------------------------------------
 
@@ -79,6 +81,8 @@ class LiveView:
                 self._paused = event.paused
             elif isinstance(event, EnforcerStopped):
                 self._stopped = True
+            elif isinstance(event, LeasesChanged):
+                self._holders = {a: h for a, h in event.enforced_by if h is not None}
 
     def mark_stopped(self) -> None:
         """The enforcer's loop has ended: /healthz answers 503 from now on."""
@@ -118,6 +122,7 @@ class LiveView:
             errors = dict(self._errors)
             last_cycle_at = self._last_cycle_at
             paused = self._paused
+            holders = dict(self._holders)
         statuses = []
         for account in config.accounts:
             read = reads.get(account.id)
@@ -125,7 +130,7 @@ class LiveView:
             if read is None and error is None:
                 error = NOT_READ_YET
             statuses.append(AccountStatus(account, read.snapshot if read else None, error))
-        doc = status_document(config, flags, statuses)
+        doc = status_document(config, flags, statuses, holders)
         for entry in doc["accounts"]:
             read = reads.get(entry["id"])
             entry["read_at"] = iso_utc(read.at) if read else None

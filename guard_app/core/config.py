@@ -44,6 +44,25 @@ class EnforcerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``[state]``: where flags and the journal live (docs/desk.md).
+
+    ``url`` None: the SQLite file in the data dir. A ``postgresql://`` URL: one
+    database shared by a desk. ``lease_seconds``: how long an enforcer's hold on an
+    account lasts without renewal (renewed every third of it); a dead or frozen
+    enforcer's accounts are taken over after at most about ``lease_seconds`` plus one
+    renewal, so the default 3 s meets the 5 s takeover promise.
+    """
+
+    url: str | None = None
+    lease_seconds: float = 3.0
+
+    @property
+    def renew_seconds(self) -> float:
+        return self.lease_seconds / 3
+
+
+@dataclass(frozen=True, slots=True)
 class AccountConfig:
     id: str
     user: str
@@ -109,6 +128,7 @@ class AppConfig:
     users: dict[str, UserConfig] = field(default_factory=dict)
     source: str = ""
     api: ApiConfig = field(default_factory=ApiConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     @property
     def user_names(self) -> list[str]:
@@ -163,11 +183,11 @@ MIN_INTERVAL_SECONDS = 1.0
 # that is 24 % of the IP's budget, which is as fast as we let anyone go.
 MIN_FAST_INTERVAL_SECONDS = 1.0
 
-_TOP_KEYS = ("enforcer", "accounts", "users", "api")
+_TOP_KEYS = ("enforcer", "accounts", "users", "api", "state")
 _API_KEYS = ("enabled", "listen", "tls_cert", "tls_key")
 # Keyring usernames the app keeps for itself (service ``guard-app``): no account may
-# use them as its id, or its keys would overwrite the API token.
-RESERVED_ACCOUNT_IDS = frozenset({"api-token"})
+# use them as its id, or its keys would overwrite the API token or the database password.
+RESERVED_ACCOUNT_IDS = frozenset({"api-token", "state-db"})
 _ENFORCER_KEYS = ("interval_seconds", "dry_run", "fast_interval_seconds")
 _ACCOUNT_KEYS = (
     "id",
@@ -357,9 +377,64 @@ def _parse_document(data: Mapping[str, Any], source: str) -> AppConfig:
     users = {name: validate_user(name, table) for name, table in raw_users.items()}
 
     api = parse_api_table(data.get("api", {}))
-    return AppConfig(
-        enforcer=enforcer, accounts=tuple(accounts), users=users, source=source, api=api
-    )
+    state = validate_state(data.get("state", {}))
+    return AppConfig(enforcer=enforcer, accounts=tuple(accounts), users=users, source=source,
+                     api=api, state=state)
+
+
+_STATE_KEYS = ("url", "lease_seconds")
+_STATE_SCHEMES = ("postgresql", "postgres")
+MIN_LEASE_SECONDS = 0.3
+MAX_LEASE_SECONDS = 60.0
+
+
+def validate_state(data: object) -> StateConfig:
+    """Validate the ``[state]`` table: the desk database's URL and the lease length.
+
+    The URL may not carry a password (it would sit in a plain file): libpq's
+    PGPASSWORD / ~/.pgpass or the keyring (``guard-app state password``) hold it.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("state", f"must be a table [state], not {_type_name(data)}")
+    _reject_unknown(data, _STATE_KEYS, "state")
+    url: str | None = None
+    if "url" in data:
+        url = _string(data["url"], "state.url")
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigError("state.url", f"not a valid URL ({exc})") from None
+        if parts.scheme not in _STATE_SCHEMES:
+            raise ConfigError(
+                "state.url",
+                f"must be a postgresql:// URL (got {parts.scheme or 'no'} scheme); leave "
+                "[state] out to keep the state in the data dir",
+            )
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ConfigError(
+                "state.url",
+                "must not contain a password; store it with 'guard-app state password' "
+                "(or use PGPASSWORD / ~/.pgpass) and write the URL without it",
+            )
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            raise ConfigError(
+                "state.url",
+                "PostgreSQL support is not installed; install it with "
+                "pip install 'guard-app[postgres]'",
+            )
+    lease = _number(data.get("lease_seconds", 3.0), "state.lease_seconds")
+    if not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS:
+        raise ConfigError(
+            "state.lease_seconds",
+            f"must be between {MIN_LEASE_SECONDS:g} and {MAX_LEASE_SECONDS:g} seconds, "
+            f"got {lease:g}",
+        )
+    return StateConfig(url=url, lease_seconds=lease)
 
 
 def is_loopback_host(host: str) -> bool:

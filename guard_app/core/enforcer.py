@@ -18,7 +18,11 @@ concurrently, asks the pure policy what to close, and closes it:
   its keys change (or a slow retry);
 * a forced-unwind flag changed by any process (the window, the tray, ``guard-app
   unwind`` in a terminal) is seen within ``FLAG_POLL_SECONDS`` through the state
-  store's "has anything changed?" check and wakes the loop at once (rule 11).
+  store's "has anything changed?" check and wakes the loop at once (rule 11); on
+  PostgreSQL that check is a counter LISTEN/NOTIFY bumps (no round trip);
+* with other enforcers on the same state (a desk) it acts only on the accounts whose
+  lease it holds (``core/state/leases.py``): renewed by this loop, confirmed before
+  every send.
 
 The enforcer only emits events (``core/events.py``). The journal and the trader log
 are observers (``core/journal.py``), wired in by default; callers add their own.
@@ -65,6 +69,7 @@ from guard_app.core.events import (
     Heartbeat,
     Intervention,
     JournalWritten,
+    LeasesChanged,
     Observer,
     OpenOrdersCancelled,
     OverCapDetected,
@@ -86,7 +91,8 @@ from guard_app.core.orders import OrderSender
 from guard_app.core.policy import describe_plan, describe_user_plan, plan_closes
 from guard_app.core.ports import BrokerFactory, BrokerPort
 from guard_app.core.secrets import ApiKeys, SecretReader, SecretStore
-from guard_app.core.state import StateStore
+from guard_app.core.state import StateStore, StateUnavailableError, open_state
+from guard_app.core.state.leases import LeaseKeeper
 
 log = logging.getLogger("guard_app.enforcer")
 
@@ -208,6 +214,9 @@ class Enforcer:
         self._flags = FlagWatcher(lambda: self.state, self._emit)
         self._tail = JournalTail(lambda: self.state, self._emit)
         self._cadence = Cadence()
+        # Active/standby per account (a desk): act only on accounts whose lease we hold.
+        self._leases = LeaseKeeper(config.state.lease_seconds)
+        self._leases_announced: tuple[tuple[tuple[str, str | None], ...], bool] = ((), True)
 
     # -- thread-safe controls -----------------------------------------------------
 
@@ -264,7 +273,7 @@ class Enforcer:
     def state(self) -> StateStore:
         """The enforcer's own connection to the state database (its thread only)."""
         if self._state is None:
-            self._state = StateStore(self._data_dir)
+            self._state = open_state(self._data_dir, self._config.state)
         return self._state
 
     def _emit(self, event: EnforcerEvent) -> None:
@@ -306,6 +315,24 @@ class Enforcer:
             runtime = self._accounts[account.id] = AccountRuntime(account)
         return runtime
 
+    def enforced_by(self, account_id: str) -> str | None:
+        """``HOST:PID`` of the enforcer acting on the account (this one or another)."""
+        return self._leases.enforced_by(account_id)
+
+    def _renew_leases(self, *, wake: bool = True) -> None:
+        ids = [a.id for a in self._config.accounts]
+        gained = self._leases.renew(self.state, ids)
+        view = tuple((a, self._leases.enforced_by(a)) for a in ids)
+        ok = self._leases.store_ok
+        if (view, ok) != self._leases_announced:
+            self._leases_announced = (view, ok)
+            self._emit(LeasesChanged(holder=self._leases.holder, enforced_by=view,
+                                     database_ok=ok, database=self.state.location))
+        if gained and wake and self._cadence.next_full_at and self._wake_event is not None:
+            # Accounts taken over: enforce them now, not at the next interval (we are on
+            # the loop: set the event directly).
+            self._wake_event.set()
+
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -324,6 +351,7 @@ class Enforcer:
             if self._stop_requested:
                 self._stop_event.set()
         watcher = asyncio.create_task(self._watch_flags(), name="guard-flag-watcher")
+        leases = asyncio.create_task(self._keep_leases(), name="guard-leases")
         self._emit(EnforcerStarted(accounts=len(self._config.accounts),
                                    interval=self._config.enforcer.interval_seconds,
                                    dry_run=self._config.enforcer.dry_run))
@@ -346,9 +374,10 @@ class Enforcer:
                 only = await self._cadence.wait(self._config.enforcer, self._hot_accounts,
                                                 self._wake_event, self._stop_event)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, leases):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.aclose()
             self._emit(EnforcerStopped())
 
@@ -401,6 +430,17 @@ class Enforcer:
                 log.exception("could not read forced-unwind flags; trying again")
             await asyncio.sleep(FLAG_POLL_SECONDS)
 
+    async def _keep_leases(self) -> None:
+        """Renew the leases from this very loop: a loop that freezes loses them."""
+        while True:
+            try:
+                self._renew_leases()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not renew the account leases; trying again")
+            await asyncio.sleep(self._leases.renew_seconds)
+
     async def aclose(self) -> None:
         """Close every exchange session and the state database."""
         for runtime in self._accounts.values():
@@ -408,6 +448,7 @@ class Enforcer:
                 await runtime.broker.aclose()
                 runtime.broker = None
         if self._state is not None:
+            self._leases.release(self._state)
             self._state.close()
             self._state = None
 
@@ -423,7 +464,10 @@ class Enforcer:
                 self._wake_requested = False
             self._apply_pending_config()
             self._flags.refresh()
-            self._tail.catch_up()  # the flag read above hides those changes from the watcher
+            # The flag read above hides those changes from the watcher. (A desk database
+            # that is away: the flags last seen are used, the tail waits for its return.)
+            with contextlib.suppress(StateUnavailableError):
+                self._tail.catch_up()
         started = time.monotonic()
         config = self._config
         interval = config.enforcer.interval_seconds
@@ -432,7 +476,11 @@ class Enforcer:
         cycle_id = self.state.next_cycle_id()
         report = CycleReport(cycle_id)
         forced = self._flags.users
-        accounts = [a for a in config.accounts if only is None or a.id in only]
+        if self._leases.due():  # first cycle, or `run --once`
+            self._renew_leases(wake=False)  # this very cycle enforces what it gains
+        # Accounts another enforcer holds are its to act on (this one is their standby).
+        accounts = [a for a in config.accounts
+                    if (only is None or a.id in only) and self._leases.holds(a.id)]
         self._emit(CycleStarted(cycle_id=cycle_id, account_ids=tuple(a.id for a in accounts),
                                 forced_users=tuple(sorted(forced)), fast=fast))
         users: dict[str, list[AccountConfig]] = {}
@@ -763,6 +811,11 @@ class Enforcer:
         account = runtime.config
         broker = runtime.broker
         if broker is None:  # keys removed since the read: nothing can be sent
+            return {pc.key: False for pc in plan}
+        if not self._leases.confirm(self.state, [a.id for a in self._config.accounts],
+                                    account.id):
+            log.warning("%s: lease lost before sending %d closes; not sent (%s acts on it)",
+                        account.id, len(plan), self.enforced_by(account.id) or "another enforcer")
             return {pc.key: False for pc in plan}
         sent = await self._orders.send(cycle_id, account, broker, plan,
                                        dry_run=self._config.enforcer.dry_run)

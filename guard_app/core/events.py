@@ -105,6 +105,28 @@ class FlagsChanged(EnforcerEvent):
         return next((f for f in self.flags if f.user == user), None)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeasesChanged(EnforcerEvent):
+    """Who acts on which account (a desk sharing one database, docs/desk.md).
+
+    ``enforced_by`` pairs every configured account with ``HOST:PID`` of the enforcer
+    holding its lease (None: nobody); ``holder`` is this enforcer's own name, so an
+    account held by another one is shown as that enforcer's, not as unread.
+    """
+
+    holder: str
+    enforced_by: tuple[tuple[str, str | None], ...]
+    #: False while the shared database is unreachable (``database`` names it): this
+    #: enforcer keeps its accounts, with the flags it last saw, and takes no others.
+    database_ok: bool = True
+    database: str = ""
+
+    def standby(self, account_id: str) -> bool:
+        """True when another enforcer acts on the account (this one stands by)."""
+        by = dict(self.enforced_by).get(account_id)
+        return by is not None and by != self.holder
+
+
 # -- one account ----------------------------------------------------------------------
 
 

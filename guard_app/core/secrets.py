@@ -340,35 +340,48 @@ class SecretStore:
             self.forget(account_id)
             return self._call(remove, f"deleting the keys of {account_id}")
 
-    # ---- the remote API's bearer token (username ``api-token``) ----
+    # ---- other secrets of the app: the API token, the desk database's password ----
 
     API_TOKEN_USERNAME = "api-token"  # noqa: S105 - a keyring username, not a secret
+    #: Keyring username of the desk database's password (``guard-app state password``).
+    STATE_DB_USERNAME = "state-db"
 
-    def get_api_token(self) -> str | None:
-        """The remote API's bearer token, or None when none was created (blocking: always
-        asks the keyring, so a rotation by another process is seen at the next call)."""
+    def _get_entry(self, username: str, doing: str) -> str | None:
+        """A secret of the app by keyring username (blocking: always asks the keyring, so a
+        change by another process is seen at the next call)."""
         backend = self._usable_backend()
         with _GATE.lock:
-            raw = self._call(lambda: backend.get_password(self.service, self.API_TOKEN_USERNAME),
-                             "reading the API token")
+            raw = self._call(lambda: backend.get_password(self.service, username), doing)
         return raw or None
 
-    def set_api_token(self, token: str) -> None:
-        """Store (or replace) the remote API's bearer token."""
-        if not token:
-            raise ValueError("the API token must not be empty")
+    def _set_entry(self, username: str, value: str, doing: str) -> None:
+        if not value:
+            raise ValueError(f"{doing}: the value must not be empty")
         backend = self._usable_backend()
         try:
             with _GATE.lock:
-                self._call(
-                    lambda: backend.set_password(self.service, self.API_TOKEN_USERNAME, token),
-                    "storing the API token",
-                )
+                self._call(lambda: backend.set_password(self.service, username, value), doing)
         except SecretStoreError as exc:
             # Backends don't echo what they were given, but we don't rely on that.
-            if token in str(exc):
-                raise type(exc)(str(exc).replace(token, _HIDDEN)) from None
+            if value in str(exc):
+                raise type(exc)(str(exc).replace(value, _HIDDEN)) from None
             raise
+
+    def get_api_token(self) -> str | None:
+        """The remote API's bearer token, or None when none was created."""
+        return self._get_entry(self.API_TOKEN_USERNAME, "reading the API token")
+
+    def set_api_token(self, token: str) -> None:
+        """Store (or replace) the remote API's bearer token."""
+        self._set_entry(self.API_TOKEN_USERNAME, token, "storing the API token")
+
+    def state_password(self) -> str | None:
+        """The shared state database's password, or None when none is stored."""
+        return self._get_entry(self.STATE_DB_USERNAME, "reading the state database password")
+
+    def set_state_password(self, password: str) -> None:
+        """Store (or replace) the shared state database's password."""
+        self._set_entry(self.STATE_DB_USERNAME, password, "storing the state database password")
 
     def check_available(self) -> None:
         """Raise SecretStoreError unless the keyring can be used right now (e.g. unlocked)."""

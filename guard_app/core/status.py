@@ -61,9 +61,17 @@ async def read_all(
 
 
 def status_document(
-    config: AppConfig, flags: dict[str, UnwindFlag], statuses: list[AccountStatus]
+    config: AppConfig,
+    flags: dict[str, UnwindFlag],
+    statuses: list[AccountStatus],
+    holders: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``status --json`` object: every configured user, then every account."""
+    """The ``status --json`` object: every configured user, then every account.
+
+    ``holders`` ({account id: "HOST:PID"}, the unexpired leases) fills each account's
+    ``enforced_by``: the enforcer acting on it now, or None.
+    """
+    holders = holders or {}
     users: dict[str, Any] = {}
     for user in config.user_names:
         flag = flags.get(user)
@@ -104,6 +112,7 @@ def status_document(
                 "over_cap": over_cap(snap, a.caps) if snap else False,
                 "forced_unwind": bool(flags.get(a.user) and flags[a.user].active),
                 "error": st.error,
+                "enforced_by": holders.get(a.id),
             }
         )
     return {"users": users, "accounts": accounts}

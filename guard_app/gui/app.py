@@ -31,7 +31,7 @@ from guard_app.core.errors import ConfigError, StateError
 from guard_app.core.events import CycleFinished
 from guard_app.core.paths import default_config_path, default_data_dir
 from guard_app.core.secrets import SecretStore
-from guard_app.core.state import StateStore
+from guard_app.core.state import open_state
 from guard_app.gui.accounts_dialog import AccountsDialog
 from guard_app.gui.dashboard_model import DashboardModel
 from guard_app.gui.enforcer_host import EnforcerHost
@@ -316,7 +316,7 @@ def run_app(args: argparse.Namespace, *, demo: bool = False) -> int:
                           "Fix this key in the config file and start guard-app again.")
             return EXIT_BAD
         try:
-            StateStore(data_dir).close()  # fail now, loudly, rather than in the worker
+            open_state(data_dir, config.state).close()  # fail now, loudly, not in the worker
         except StateError as exc:
             _error_dialog("guard-app: the state database can't be used", str(exc))
             return EXIT_BAD

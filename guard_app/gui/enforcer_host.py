@@ -31,7 +31,7 @@ from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 from guard_app.core.config import AppConfig
 from guard_app.core.events import CycleFinished, EnforcerEvent, Heartbeat, Observer
 from guard_app.core.secrets import SecretStore
-from guard_app.core.state import StateStore, UnwindFlag
+from guard_app.core.state import StateStore, UnwindFlag, open_state
 from guard_app.gui.api_panel import LoopCompanion, run_with_companions, with_companion_observers
 
 if TYPE_CHECKING:
@@ -330,7 +330,8 @@ class EnforcerHost(QObject):
     def state(self) -> StateStore:
         """The GUI thread's own StateStore (journal, metrics, flags)."""
         if self._state is None:
-            self._state = StateStore(self._data_dir)
+            # The store [state] selects: on a desk, the shared database the enforcer uses.
+            self._state = open_state(self._data_dir, self._config.state)
         return self._state
 
     def _make_enforcer(self, observer: Observer) -> Enforcer:

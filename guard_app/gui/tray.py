@@ -28,7 +28,7 @@ log = logging.getLogger("guard_app.gui.tray")
 
 APP_TITLE = "guard-app"
 NOTICE_MSECS = 8000
-_WARNING_NOTICES = {"over_cap", "failing", "unwind_started"}
+_WARNING_NOTICES = {"over_cap", "failing", "unwind_started", "database_unreachable"}
 _MAX_TOOLTIP_ACCOUNTS = 3
 _HEADLESS_PLATFORMS = {"offscreen", "minimal"}
 

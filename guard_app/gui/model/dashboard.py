@@ -36,6 +36,7 @@ from guard_app.core.events import (
     EnforcerEvent,
     FlagsChanged,
     Heartbeat,
+    LeasesChanged,
     OrderFilled,
     OrderPlaced,
     OrderRejected,
@@ -105,6 +106,7 @@ class Notice:
     """A one-off alert for the tray: something changed that the trader should know."""
 
     kind: str  # over_cap | back_under | unwind_started | unwind_finished | failing | recovered
+    #            | database_unreachable | database_back (a desk)
     title: str
     text: str
     account_id: str | None
@@ -128,6 +130,10 @@ class AccountView:
     closing: set[str] = field(default_factory=set)
     closed: set[str] = field(default_factory=set)
     rejected: dict[str, str] = field(default_factory=dict)
+    # A desk (docs/desk.md): HOST:PID of the enforcer acting on the account, and whether
+    # that is another one (this window's enforcer stands by for it).
+    enforced_by: str | None = None
+    standby: bool = False
     history: deque[tuple[float, int, float]] = field(
         default_factory=lambda: deque(maxlen=HISTORY_POINTS)
     )
@@ -172,6 +178,9 @@ class AccountView:
     def state_text(self) -> str:
         """The words on the state pill: "OK", "OVER CAP 10/8", "ERROR: <reason>", ..."""
         state = self.state
+        if self.standby and state in (AccountState.PENDING, AccountState.OK,
+                                      AccountState.OVER_CAP, AccountState.UNWINDING):
+            return f"STANDBY: {self.enforced_by} enforces"
         if state is AccountState.UNWINDING:
             return "UNWOUND (flat)" if self.snapshot is not None and not self.position_count \
                 and not self.closing else "UNWINDING"
@@ -250,6 +259,7 @@ class Dashboard:
         self.summary = Summary()
         self._notices: list[Notice] = []
         self._failing_notified: set[str] = set()
+        self._database_ok = True  # a desk's shared state database (LeasesChanged)
         self._config = config
         self.set_config(config)
 
@@ -359,6 +369,26 @@ class Dashboard:
             return self._over_cap(event)
         if isinstance(event, UnwindProgress):
             return self._unwind_progress(event)
+        if isinstance(event, LeasesChanged):
+            changed = set()
+            if event.database_ok != self._database_ok:
+                self._database_ok = event.database_ok
+                changed.add(SUMMARY)
+                if event.database_ok:
+                    self._notice("database_back", "Shared database reachable again",
+                                 f"{event.database}: flags and the journal are shared again.",
+                                 None, None)
+                else:
+                    self._notice("database_unreachable", "Shared database unreachable",
+                                 f"{event.database}: enforcing the accounts held, with the "
+                                 "flags last seen; reconnecting.", None, None)
+            for account_id, by in event.enforced_by:
+                view = self.accounts.get(account_id)
+                standby = event.standby(account_id)
+                if view is not None and (view.enforced_by, view.standby) != (by, standby):
+                    view.enforced_by, view.standby = by, standby
+                    changed.add(account_id)
+            return changed
         if isinstance(event, FlagsChanged):
             return {SUMMARY} if self._set_active_users(set(event.active_users)) else set()
         if isinstance(event, CycleStarted):

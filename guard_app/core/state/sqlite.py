@@ -1,4 +1,4 @@
-"""The state database: forced-unwind flags, the audit journal and cap metrics.
+"""The SQLite state store (the default): flags, the audit journal, cap metrics, leases.
 
 One SQLite file, ``state.sqlite3`` in the data dir, in WAL mode. Flag changes and
 order records are committed with ``synchronous=FULL`` so that once guard-app says a
@@ -50,58 +50,33 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from guard_app.core.errors import StateError
-from guard_app.core.models import JournalEntry, UnwindFlag
-from guard_app.core.secrets import is_credential_key
-
-__all__ = [
-    "DB_FILENAME",
-    "JOURNAL_KINDS",
-    "JournalEntry",
-    "Metrics",
-    "StateStore",
-    "UnwindFlag",
-]
-
-DB_FILENAME = "state.sqlite3"
-
-JOURNAL_KINDS = frozenset(
-    {
-        "cycle_start",
-        "cycle_end",
-        "snapshot",
-        "over_cap",
-        "decision",
-        "order_sent",
-        "order_filled",
-        "order_rejected",
-        "order_unknown",
-        "account_error",
-        "unwind_on",
-        "unwind_off",
-        "intervention",
-        "unwind_progress",
-        "order_skipped",
-        "orders_cancelled",
-        "unwind_round",
-    }
+from guard_app.core.state.base import (
+    DURABLE_KINDS,
+    JournalEntry,
+    Metrics,
+    StateDump,
+    StateStore,
+    UnwindFlag,
+    check_no_secrets,
+    check_unwind_args,
+    entries_query,
+    local_midnight,
+    unwind_message,
+    utc_iso,
 )
 
-# Entries that must survive a power cut once written: a forgotten order_sent could
-# let a retry close the same position twice.
-_DURABLE_KINDS = frozenset({"order_sent", "unwind_on", "unwind_off"})
+__all__ = ["DB_FILENAME", "SqliteStateStore"]
+
+DB_FILENAME = "state.sqlite3"
 
 # Marks the file as ours (PRAGMA application_id), "GUAR".
 _APPLICATION_ID = 0x47554152
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_SECONDS = 30.0
-
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -135,49 +110,19 @@ CREATE TABLE over_cap_episodes (
 INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('cycle_id', 0);
 """
 
-
-@dataclass(frozen=True)
-class Metrics:
-    """Headline numbers for the dashboard.
-
-    ``interventions_today`` counts since local midnight. The back-under-cap durations
-    are how long an account stayed over its cap before it was back under (the most
-    recent episode and the worst one); None until one has ended.
-    """
-
-    interventions: int
-    interventions_today: int
-    unwind_activations: int
-    last_back_under_cap_seconds: float | None
-    worst_back_under_cap_seconds: float | None
-    over_cap_now: tuple[str, ...]
+# Added after schema 1 shipped; an additive table older versions simply ignore, so it
+# is created on open (IF NOT EXISTS) without a schema-version bump. Two enforcers on
+# one machine (even on one data dir) share accounts through it.
+_LEASES = """
+CREATE TABLE IF NOT EXISTS leases (
+    account_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires REAL NOT NULL
+)
+"""
 
 
-def _utc_iso(ts: float | None = None) -> str:
-    moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _check_no_secrets(value: Any, where: str = "data") -> None:
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            if is_credential_key(key):
-                raise ValueError(
-                    f"journal {where} may not contain a key named {key!r}: "
-                    "credentials never go in the journal"
-                )
-            _check_no_secrets(inner, f"{where}.{key}")
-    elif isinstance(value, list | tuple):
-        for i, inner in enumerate(value):
-            _check_no_secrets(inner, f"{where}[{i}]")
-
-
-def _local_midnight(now: float) -> float:
-    day = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    return day.timestamp()
-
-
-class StateStore:
+class SqliteStateStore(StateStore):
     """Forced-unwind flags, the audit journal and cap metrics in ``data_dir/state.sqlite3``.
 
     Open one per thread (or process); see the module docstring. Raises StateError when
@@ -186,6 +131,7 @@ class StateStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir).expanduser().absolute() / DB_FILENAME
+        self.location = str(self.path)
         self._conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -278,6 +224,7 @@ class StateStore:
                 )
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(_LEASES)
         except StateError:
             conn.close()
             raise
@@ -337,20 +284,9 @@ class StateStore:
             conn, self._conn = self._conn, None
             conn.close()
 
-    def __enter__(self) -> StateStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else "open"
-        return f"StateStore({str(self.path)!r}, {state})"
+        return f"SqliteStateStore({str(self.path)!r}, {state})"
 
     # --- forced unwind --------------------------------------------------------------
 
@@ -371,10 +307,7 @@ class StateStore:
         Committed with synchronous=FULL before returning. ``data`` adds detail to the
         journal entry (the API puts the client's ``address`` there).
         """
-        if not user:
-            raise ValueError("forced unwind needs a user name")
-        if not by:
-            raise ValueError("forced unwind needs 'by': who or what changed it")
+        check_unwind_args(user, by)
         verb = "on" if active else "off"
         with self._writing(f"turn forced unwind {verb} for {user}", durable=True) as db:
             row = db.execute(
@@ -385,7 +318,7 @@ class StateStore:
             if current is not None and current.active == active:
                 return current
             now = time.time()
-            flag = UnwindFlag(user, active, _utc_iso(now), by, reason)
+            flag = UnwindFlag(user, active, utc_iso(now), by, reason)
             if current is None and not active:
                 return flag
             db.execute(
@@ -395,13 +328,7 @@ class StateStore:
                 "reason = excluded.reason",
                 (user, int(active), flag.since, by, reason),
             )
-            why = f": {reason}" if reason else ""
-            message = (
-                f"forced unwind ON for {user} by {by}{why}; every position of {user}'s "
-                "accounts will be closed until it is turned off"
-                if active
-                else f"forced unwind OFF for {user} by {by}{why}; normal caps apply again"
-            )
+            message = unwind_message(user, active, by, reason)
             self._insert_entry(
                 db, now, f"unwind_{verb}", message, None, user, None,
                 {**(data or {}), "by": by, "reason": reason},
@@ -470,8 +397,8 @@ class StateStore:
         if not kind:
             raise ValueError("a journal entry needs a kind")
         payload = dict(data or {})
-        _check_no_secrets(payload)
-        with self._writing(f"write a {kind} journal entry", durable=kind in _DURABLE_KINDS) as db:
+        check_no_secrets(payload)
+        with self._writing(f"write a {kind} journal entry", durable=kind in DURABLE_KINDS) as db:
             return self._insert_entry(
                 db, time.time() if ts is None else ts, kind, message, account_id, user,
                 cycle_id, payload,
@@ -492,10 +419,10 @@ class StateStore:
             raise ValueError("a journal entry needs a kind")
         payloads = [dict(data) for *_, data in entries]
         for payload in payloads:
-            _check_no_secrets(payload)
+            check_no_secrets(payload)
         now = time.time() if ts is None else ts
         with self._writing(f"write {len(entries)} {kind} journal entries",
-                           durable=kind in _DURABLE_KINDS) as db:
+                           durable=kind in DURABLE_KINDS) as db:
             return [
                 self._insert_entry(db, now, kind, message, account_id, user, cycle_id, payload)
                 for (message, account_id, user, cycle_id, _), payload in zip(
@@ -537,28 +464,13 @@ class StateStore:
         ``newest_first`` the newest matching entries come first; otherwise the oldest
         matching ones, oldest first.
         """
-        where: list[str] = []
-        args: list[Any] = []
-        if account_id is not None:
-            where.append("account_id = ?")
-            args.append(account_id)
-        if user is not None:
-            where.append("user = ?")
-            args.append(user)
-        if kinds is not None:
-            kind_list = sorted(set(kinds))
-            if not kind_list:
-                return []
-            where.append(f"kind IN ({', '.join('?' * len(kind_list))})")
-            args.extend(kind_list)
-        if after_id is not None:
-            where.append("id > ?")
-            args.append(after_id)
-        sql = "SELECT id, ts, kind, message, account_id, user, cycle_id, data FROM journal"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?"
-        args.append(max(0, limit))
+        query = entries_query(
+            "?", "user", "journal", limit=limit, account_id=account_id, user=user,
+            kinds=kinds, after_id=after_id, newest_first=newest_first,
+        )
+        if query is None:
+            return []
+        sql, args = query
         with self._reading("read the journal") as db:
             rows = db.execute(sql, args).fetchall()
         return [
@@ -623,7 +535,7 @@ class StateStore:
                 ).fetchone()[0]
                 today = db.execute(
                     "SELECT COUNT(*) FROM journal WHERE kind = 'intervention' AND ts >= ?",
-                    (_local_midnight(now),),
+                    (local_midnight(now),),
                 ).fetchone()[0]
                 unwinds = db.execute(
                     "SELECT COUNT(*) FROM journal WHERE kind = 'unwind_on'"
@@ -649,3 +561,88 @@ class StateStore:
             worst_back_under_cap_seconds=None if worst is None else float(worst),
             over_cap_now=tuple(over_now),
         )
+
+    # --- leases ---------------------------------------------------------------------
+
+    def acquire_leases(
+        self, holder: str, account_ids: Sequence[str], seconds: float
+    ) -> set[str]:
+        # One machine, one clock: wall-clock expiry is comparable between processes.
+        now = time.time()
+        ids = sorted(set(account_ids))
+        with self._writing("take the account leases") as db:
+            db.executemany(
+                "INSERT INTO leases (account_id, holder, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, "
+                "expires = excluded.expires "
+                "WHERE leases.holder = excluded.holder OR leases.expires < ?",
+                [(a, holder, now + seconds, now) for a in ids],
+            )
+            rows = db.execute(
+                "SELECT account_id FROM leases WHERE holder = ? AND expires >= ?", (holder, now)
+            ).fetchall()
+        return {r[0] for r in rows} & set(ids)
+
+    def release_leases(self, holder: str) -> None:
+        with self._writing("give up the account leases") as db:
+            db.execute("DELETE FROM leases WHERE holder = ?", (holder,))
+
+    def lease_holders(self) -> dict[str, str]:
+        with self._reading("read the account leases") as db:
+            rows = db.execute(
+                "SELECT account_id, holder FROM leases WHERE expires >= ? ORDER BY account_id",
+                (time.time(),),
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    # --- copying --------------------------------------------------------------------
+
+    def dump(self) -> StateDump:
+        with self._reading("read the whole state") as db:
+            flags = [
+                self._flag_from_row(r)
+                for r in db.execute(
+                    "SELECT user, active, since, by, reason FROM unwind_flags ORDER BY user"
+                )
+            ]
+            cycle = db.execute("SELECT value FROM meta WHERE key = 'cycle_id'").fetchone()[0]
+            now_rows = db.execute("SELECT account_id, since FROM over_cap_now").fetchall()
+            episodes = db.execute(
+                "SELECT account_id, started, ended FROM over_cap_episodes ORDER BY id"
+            ).fetchall()
+        journal = self.entries(limit=2**62, newest_first=False)
+        return StateDump(
+            flags=tuple(flags), journal=tuple(journal), cycle_id=int(cycle),
+            over_cap_now=tuple((r[0], float(r[1])) for r in now_rows),
+            over_cap_episodes=tuple((r[0], float(r[1]), float(r[2])) for r in episodes),
+        )
+
+    def load(self, dump: StateDump) -> None:
+        with self._writing("copy a state in", durable=True) as db:
+            used = db.execute(
+                "SELECT (SELECT COUNT(*) FROM journal) + (SELECT COUNT(*) FROM unwind_flags)"
+            ).fetchone()[0]
+            if used:
+                raise StateError(
+                    f"state database {self.path} already holds flags or a journal; "
+                    "copy only into an empty one"
+                )
+            db.executemany(
+                "INSERT INTO unwind_flags (user, active, since, by, reason) VALUES (?, ?, ?, ?, ?)",
+                [(f.user, int(f.active), f.since, f.by, f.reason) for f in dump.flags],
+            )
+            db.executemany(
+                "INSERT INTO journal (id, ts, kind, message, account_id, user, cycle_id, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.id, e.ts, e.kind, e.message, e.account_id, e.user, e.cycle_id,
+                  json.dumps(e.data, default=str, sort_keys=True)) for e in dump.journal],
+            )
+            db.execute(
+                "UPDATE meta SET value = MAX(value, ?) WHERE key = 'cycle_id'", (dump.cycle_id,)
+            )
+            db.executemany("INSERT INTO over_cap_now (account_id, since) VALUES (?, ?)",
+                           dump.over_cap_now)
+            db.executemany(
+                "INSERT INTO over_cap_episodes (account_id, started, ended) VALUES (?, ?, ?)",
+                dump.over_cap_episodes,
+            )
