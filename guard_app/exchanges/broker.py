@@ -749,17 +749,6 @@ class Broker:
 
     # -- open orders --------------------------------------------------------------
 
-    async def read_open_orders(self, symbols: Sequence[str] | None) -> list[Any]:
-        """Open orders of the account (only on ``symbols`` when given), conditional ones too."""
-        return await self.profile.list_open_orders(self, symbols, conditional=True)
-
-    async def cancel_open_orders(self, symbol: str) -> int:
-        """Cancel every open order on ``symbol``. Returns how many there were."""
-        orders = await self.profile.list_open_orders(self, [symbol], conditional=True)
-        if orders:
-            await self.profile.cancel_orders(self, orders)
-        return len(orders)
-
     async def cancel_all_orders(self) -> int:
         """Kill switch: cancel every open order of the account, on every symbol, including
         the conditional / algo orders an exchange keeps apart. Returns how many.

@@ -1056,11 +1056,6 @@ class SimExchange:
         with self._lock:
             return [(a, f, lk) for a, (f, lk) in sorted(acc.spot.items())]
 
-    def position_rows(self, acc: SimAccount) -> list[tuple[SimMarket, Decimal, Decimal]]:
-        """(market, signed contracts, entry) of every position, sorted by market id."""
-        with self._lock:
-            return [(self.swap_markets[mid], amt, entry) for (mid, _mm, _l), (amt, entry) in sorted(acc.positions.items())]
-
     def position_legs(self, acc: SimAccount) -> list[tuple[SimMarket, str, str, Decimal, Decimal]]:
         """(market, margin mode, leg, signed contracts, entry) of every position."""
         with self._lock:
