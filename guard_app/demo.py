@@ -27,14 +27,18 @@ from guard_app.sim.strategy import SimStrategy
 
 log = logging.getLogger("guard_app.demo")
 
-# (account id, user, scenario account, market, caps and extras)
-DEMO_ACCOUNTS: list[tuple[str, str, str, str, dict[str, Any]]] = [
-    ("alice-binance-spot", "alice", "alice", "spot", {"max_positions": 8}),
-    ("alice-binance-futures", "alice", "alice", "swap", {"max_positions": 3,
-                                                          "max_notional": 1500}),
-    ("bob-binance-spot", "bob", "bob", "spot", {"max_positions": 5, "max_notional": 1200}),
+# (account id, user, scenario account, exchange, market, caps and extras): one account
+# on each exchange the app is tested on end to end.
+DEMO_ACCOUNTS: list[tuple[str, str, str, str, str, dict[str, Any]]] = [
+    ("alice-binance-spot", "alice", "alice", "binance", "spot", {"max_positions": 8}),
+    ("alice-binance-futures", "alice", "alice", "binance", "swap",
+     {"max_positions": 3, "max_notional": 1500}),
+    ("alice-okx-swap", "alice", "alice-okx", "okx", "swap", {"max_positions": 2}),
+    ("bob-binance-spot", "bob", "bob", "binance", "spot",
+     {"max_positions": 5, "max_notional": 1200}),
+    ("bob-bybit-swap", "bob", "bob-bybit", "bybit", "swap", {"max_positions": 2}),
 ]
-DEMO_USERS = {"alice": {"max_positions": 10}}
+DEMO_USERS = {"alice": {"max_positions": 14}}
 
 
 @dataclass
@@ -66,11 +70,11 @@ def write_demo_config(path: Path, base_url: str, interval: float) -> None:
     doc.add(tomlkit.comment("guard-app demo: every account points at the local simulator"))
     doc["enforcer"] = {"interval_seconds": interval, "dry_run": False}
     accounts = tomlkit.aot()
-    for account_id, user, _sim_name, market, extra in DEMO_ACCOUNTS:
+    for account_id, user, _sim_name, exchange, market, extra in DEMO_ACCOUNTS:
         table: dict[str, Any] = {
-            "id": account_id, "user": user, "exchange": "binance", "market": market,
+            "id": account_id, "user": user, "exchange": exchange, "market": market,
             "quote": "USDT", **extra, "min_position_value": 1.0,
-            "ccxt": {**ccxt_overrides(base_url), "timeout": 5000},
+            "ccxt": {**ccxt_overrides(base_url, exchange), "timeout": 5000},
         }
         accounts.append(tomlkit.item(table))
     doc["accounts"] = accounts
@@ -104,8 +108,9 @@ def start_demo(
     config_path = base_dir / "config.toml"
     write_demo_config(config_path, server.base_url, interval)
     keys = MemorySecretStore({
-        account_id: ApiKeys(scenario.account(sim_name).api_key, scenario.account(sim_name).secret)
-        for account_id, _user, sim_name, _market, _extra in DEMO_ACCOUNTS
+        account_id: ApiKeys(scenario.account(sim_name).api_key, scenario.account(sim_name).secret,
+                            scenario.account(sim_name).passphrase or None)
+        for account_id, _user, sim_name, _exchange, _market, _extra in DEMO_ACCOUNTS
     })
     return DemoWorld(server, strategy, config_path, base_dir / "data", keys, tmp)
 

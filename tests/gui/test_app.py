@@ -59,7 +59,8 @@ def test_demo_app_builds_the_window_and_the_enforcer_closes_positions(
     qtbot.waitUntil(lambda: len(closes_since(demo, 0)) >= 1, timeout=15_000)
     assert parts.host.alive
     assert set(parts.model.dashboard.accounts) == {
-        "alice-binance-spot", "alice-binance-futures", "bob-binance-spot"}
+        "alice-binance-spot", "alice-binance-futures", "alice-okx-swap", "bob-binance-spot",
+        "bob-bybit-swap"}
     assert parts.tray is not None
     assert parts.window.unwind_button("alice") is not None
     # closing without a system tray asks the app (which quits); with one it hides
