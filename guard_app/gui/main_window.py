@@ -29,7 +29,13 @@ from PySide6.QtWidgets import (
 from guard_app.gui.account_panel import AccountPanel, ago, duration
 from guard_app.gui.activity import ActivityView
 from guard_app.gui.dashboard_model import DashboardModel
-from guard_app.gui.model.dashboard import SUMMARY, AccountState, Dashboard, UserView
+from guard_app.gui.model.dashboard import (
+    SUMMARY,
+    AccountState,
+    Dashboard,
+    UserTotals,
+    UserView,
+)
 from guard_app.gui.theme import BIG_NUMBER, HEADING, scaled_font, state_colour
 from guard_app.gui.unwind_dialog import confirm_unwind
 
@@ -44,6 +50,18 @@ def _restyle(widget: QWidget, role: str) -> None:
         widget.setProperty("role", role)
         widget.style().unpolish(widget)
         widget.style().polish(widget)
+
+
+def totals_text(totals: UserTotals, quote: str) -> str:
+    """A user's sums, never a guess: a missing account makes them "at least"."""
+    if totals.unread and totals.count == 0 and not totals.stale and totals.notional == 0:
+        return f"positions not known ({len(totals.unread)} not read)"
+    sums = f"{totals.count} positions, {totals.notional:,.0f} {quote}"
+    if totals.unread:
+        sums = f"at least {sums} ({', '.join(totals.unread)} not read)"
+    if totals.stale:
+        sums += f" ({', '.join(totals.stale)}: last known, read failed since)"
+    return sums
 
 
 class UserSection(QWidget):
@@ -91,11 +109,9 @@ class UserSection(QWidget):
     def update_from(self, dashboard: Dashboard) -> None:
         user = dashboard.users[self.user]
         views = dashboard.accounts_of(self.user)
-        count = sum(v.position_count for v in views)
-        notional = sum(v.notional for v in views)
         quote = views[0].config.quote if views else ""
         parts = [f"{len(views)} account{'s' if len(views) != 1 else ''}",
-                 f"{count} positions, {notional:,.0f} {quote}"]
+                 totals_text(dashboard.user_totals(self.user), quote)]
         if user.caps.max_positions is not None:
             parts.append(f"user cap {user.caps.max_positions} positions")
         if user.caps.max_notional is not None:
@@ -129,6 +145,7 @@ class StatusStrip(QFrame):
     def __init__(self, host: EnforcerHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("status-strip")
+        self.setProperty("role", "status-strip")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(16, 8, 16, 8)
         layout.setSpacing(22)
@@ -197,8 +214,12 @@ class StatusStrip(QFrame):
             text = "KEYS MISSING"
         elif not views:
             text = "NO ACCOUNTS"
+        elif any(v.state is AccountState.PENDING for v in views):
+            # Never "ALL OK" while an account has not been read (DESIGN rule 16).
+            pending = sum(v.state is AccountState.PENDING for v in views)
+            text = f"CHECKING… {pending} NOT READ YET"
         else:
-            text = f"ALL {len(views)} OK" if worst_state is AccountState.OK else "CHECKING…"
+            text = f"ALL {len(views)} OK"
         self.overall.setText(text)
         state = worst_state.value if worst_state is not AccountState.PENDING else "no_keys"
         if state != self._overall_state:

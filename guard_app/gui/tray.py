@@ -105,14 +105,24 @@ class Tray(QSystemTrayIcon):
             prefix = f"{APP_TITLE} (enforcement paused)"
         else:
             prefix = APP_TITLE
+        # Unknown is not zero (DESIGN rule 16): an account not read is never "under its cap".
+        unread = [v for v in dashboard.unread_accounts() if v.snapshot is not None
+                  or v.error is not None]
         if self.state in ("ok", "pending") or not worst:
             total = len(dashboard.accounts)
-            word = "checking" if self.state == "pending" else "all under their caps"
-            return f"{prefix}: {total} accounts, {word}"
+            if self.state == "pending":
+                return f"{prefix}: {total} accounts, checking"
+            if not unread:
+                return f"{prefix}: {total} accounts, all under their caps"
+            worst = unread
         parts = [f"{v.account_id} {v.state_text().lower()}" for v in worst[:_MAX_TOOLTIP_ACCOUNTS]]
         more = len(worst) - _MAX_TOOLTIP_ACCOUNTS
         if more > 0:
             parts.append(f"and {more} more")
+        listed = {v.account_id for v in worst}
+        not_read = [v for v in unread if v.account_id not in listed]
+        if not_read:
+            parts.append(f"{len(not_read)} more not read")
         return f"{prefix}: " + "; ".join(parts)
 
     @Slot(float)

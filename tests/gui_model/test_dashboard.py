@@ -311,3 +311,34 @@ def test_unwind_preview_lists_every_position() -> None:
         ("a1", [("S0/USDT", "long", 1.0, 10.0), ("S1/USDT", "long", 1.0, 20.0)]),
         ("a2", []),
     ]
+
+
+def test_unknown_is_not_zero_an_account_never_read_has_no_numbers() -> None:
+    d = Dashboard(CONFIG)
+    d.apply(read("a1", 10, 20, ts=5.0))
+    d.apply(AccountError(ts=6.0, cycle_id=1, account_id="a2", kind="temporary",
+                         message="exchange unreachable", retry_in=60))
+
+    a2 = d.accounts["a2"].reading
+    assert not a2.known and not a2.has_numbers
+    assert a2.reason == "exchange unreachable" and a2.read_at is None
+    totals = d.user_totals("alice")
+    assert (totals.count, totals.unread, totals.stale) == (2, ("a2",), ())
+    assert not totals.complete
+    assert [v.account_id for v in d.unread_accounts()] == ["a2", "b1"]
+
+
+def test_a_failed_read_keeps_the_last_good_one_marked_stale_with_its_time() -> None:
+    d = Dashboard(CONFIG)
+    d.apply(read("a1", 10, 20, ts=5.0))
+    d.apply(AccountError(ts=65.0, cycle_id=2, account_id="a1", kind="temporary",
+                         message="timeout", retry_in=60))
+
+    reading = d.accounts["a1"].reading
+    assert reading.stale and not reading.known
+    assert reading.read_at == 5.0 and reading.reason == "timeout"
+    assert d.user_totals("alice").stale == ("a1",)
+
+    d.apply(read("a1", 10, ts=125.0))
+    assert d.accounts["a1"].reading.known
+    assert d.user_totals("alice").stale == ()
