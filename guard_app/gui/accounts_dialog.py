@@ -68,8 +68,33 @@ FIELDS = (
 STORED, MISSING, UNREADABLE, KEYRING_DOWN = "stored", "missing", "unreadable", "keyring"
 
 
+#: ccxt's own default request timeout (``Exchange.timeout = 10000`` ms in
+#: ccxt/base/exchange.py), used when the account's ``ccxt`` options set none.
+CCXT_DEFAULT_TIMEOUT_MS = 10_000
+
+
+def connection_test_timeout(account: AccountConfig) -> float:
+    """Seconds a connection test may take: the exchange client's request timeout."""
+    try:
+        ms = float(account.ccxt.get("timeout", CCXT_DEFAULT_TIMEOUT_MS))
+    except (TypeError, ValueError):
+        ms = CCXT_DEFAULT_TIMEOUT_MS
+    return max(1.0, ms / 1000.0)
+
+
+class ConnectionTestTimeout(Exception):
+    """The exchange did not answer the whole connection test within the client's timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within {seconds:.0f} s")
+        self.seconds = seconds
+
+
 def describe_test_failure(exc: BaseException) -> str:
     """One plain line for a failed connection test. Never contains key material."""
+    if isinstance(exc, ConnectionTestTimeout):
+        return (f"exchange unreachable: no answer within {exc.seconds:.0f} s "
+                "(check the network, or whether the exchange is down)")
     if isinstance(exc, SandboxUnavailableError):
         return "sandbox not offered by this exchange: untick 'Sandbox / testnet'"
     if isinstance(exc, NeedsUserError):
@@ -780,8 +805,13 @@ class AccountsDialog(QDialog):
                 return "no keys stored for this account: enter them first"
         assert keys is not None  # noqa: S101 - start_test checked
         broker = make_broker(account, keys)  # SandboxUnavailableError when there is none
+        limit = connection_test_timeout(account)
         try:
-            check = await broker.check_connection()
+            # ccxt's timeout bounds each request; the test as a whole (markets, then the
+            # account) gets the same bound, so it always ends: answer, failure or timeout.
+            check = await asyncio.wait_for(broker.check_connection(), limit)
+        except TimeoutError as exc:
+            raise ConnectionTestTimeout(limit) from exc
         finally:
             await broker.aclose()
         dust = f" (and {check.dust} dust)" if check.dust else ""

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import qasync
@@ -38,6 +39,7 @@ from guard_app.gui.excepthook import ExceptionHook
 from guard_app.gui.first_run import first_run_choice
 from guard_app.gui.icons import app_icon
 from guard_app.gui.main_window import MainWindow
+from guard_app.gui.theme import follow_system
 from guard_app.gui.tray import Tray
 
 log = logging.getLogger("guard_app.gui")
@@ -291,58 +293,99 @@ def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, Any]:
     return "run", (config_path, data_dir, secrets, demo_world)
 
 
-def run_app(args: argparse.Namespace, *, demo: bool = False) -> int:
+def run_app(args: argparse.Namespace, *, demo: bool = False,
+            on_started: Callable[[AppParts], None] | None = None) -> int:
     """Run the desktop app until it quits; returns the process exit code.
 
     0 after a normal quit (or when the user chose to quit at first run), 2 when the
     config file or the state database can't be used (after saying why in a dialog).
+
+    The theme and the qasync event loop exist before the first window: the first-run
+    dialog's "Test connection" is a coroutine on that loop, and it would never run
+    if the dialog were shown before the loop. Start-up itself runs as the loop's
+    first callback, so every modal dialog it opens already has a running loop.
+    ``on_started`` (tests, benchmarks) gets the running app once the window is shown.
     """
     started = time.monotonic()
     app = _make_application()
+    follow_system(app)
     hook = ExceptionHook(app)
     hook.install()
-    demo_world: Any = None
-    parts: AppParts | None = None
-    try:
-        what, value = _resolve_config(args, demo)
-        if what == "exit":
-            return int(value)
-        config_path, data_dir, secrets, demo_world = value
-        try:
-            config = load_config(config_path)
-        except ConfigError as exc:
-            _error_dialog("guard-app: the config file has a problem",
-                          str(exc) if exc.source else f"{config_path}: {exc}",
-                          "Fix this key in the config file and start guard-app again.")
-            return EXIT_BAD
-        try:
-            StateStore(data_dir).close()  # fail now, loudly, rather than in the worker
-        except StateError as exc:
-            _error_dialog("guard-app: the state database can't be used", str(exc))
-            return EXIT_BAD
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    _install_quit_signals(app)
+    run = _Run()
 
-        loop = qasync.QEventLoop(app)
-        asyncio.set_event_loop(loop)
-        _install_quit_signals(app)
-        parts = build_app(config, data_dir, secrets, config_path=config_path)
-        hook.parent_widget = parts.window
-        settings = QSettings(ORG_NAME, APP_NAME)
-        restore_geometry(parts.window, settings)
-        window = parts.window
-        app.aboutToQuit.connect(lambda: save_geometry(window, settings))
-        window.show()
+    def start() -> None:
+        try:
+            code = _start(args, demo, run, hook)
+        except BaseException as exc:  # re-raised by run_app after the loop ends
+            run.error = exc
+            code = EXIT_BAD
+        if code is not None:
+            run.code = code
+            app.quit()
+            return
+        assert run.parts is not None  # noqa: S101 - _start returns None only when running
         if os.environ.get(EXIT_AFTER_SHOWN_ENV):
             def report_shown() -> None:
                 print(f"GUARD_APP_SHOWN {time.monotonic() - started:.3f}", flush=True)
                 app.quit()
 
             QTimer.singleShot(0, report_shown)
+        if on_started is not None:
+            on_started(run.parts)
+
+    QTimer.singleShot(0, start)
+    try:
         with loop:
             loop.run_forever()
-        return EXIT_OK
+        if run.error is not None:
+            raise run.error
+        return run.code
     finally:
-        if parts is not None:
-            parts.shutdown()
-        if demo_world is not None:
-            demo_world.stop()
+        if run.parts is not None:
+            run.parts.shutdown()
+        if run.demo_world is not None:
+            run.demo_world.stop()
         hook.uninstall()
+
+
+@dataclass
+class _Run:
+    """What start-up made, for run_app to clean up after the loop ends."""
+
+    code: int = EXIT_OK
+    parts: AppParts | None = None
+    demo_world: Any = None
+    error: BaseException | None = None
+
+
+def _start(args: argparse.Namespace, demo: bool, run: _Run, hook: ExceptionHook) -> int | None:
+    """First run, config, state database, then the window. None: the app runs; else exit code."""
+    what, value = _resolve_config(args, demo)
+    if what == "exit":
+        return int(value)
+    config_path, data_dir, secrets, run.demo_world = value
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        _error_dialog("guard-app: the config file has a problem",
+                      str(exc) if exc.source else f"{config_path}: {exc}",
+                      "Fix this key in the config file and start guard-app again.")
+        return EXIT_BAD
+    try:
+        StateStore(data_dir).close()  # fail now, loudly, rather than in the worker
+    except StateError as exc:
+        _error_dialog("guard-app: the state database can't be used", str(exc))
+        return EXIT_BAD
+    run.parts = parts = build_app(config, data_dir, secrets, config_path=config_path)
+    hook.parent_widget = parts.window
+    settings = QSettings(ORG_NAME, APP_NAME)
+    restore_geometry(parts.window, settings)
+    window = parts.window
+    app = QApplication.instance()
+    if isinstance(app, QApplication):
+        app.aboutToQuit.connect(lambda: save_geometry(window, settings))
+    window.show()
+    return None

@@ -125,7 +125,10 @@ class DashboardModel(QObject):
         self._timer.stop()
         self.flushing = True
         try:
-            self._flush()
+            # Emitted even with nothing new: a view still drawing an earlier change in
+            # slices (the window's off-screen panels) finishes it now.
+            dirty, self._dirty = self._dirty, set()
+            self.changed.emit(dirty)
         finally:
             self.flushing = False
 

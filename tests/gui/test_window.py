@@ -207,6 +207,9 @@ def test_a_wrong_key_shows_its_error_and_leaves_the_others_alone(
     errors = log.of(AccountError)
     assert [e.account_id for e in errors] == ["bad"]
     bad_panel, good_panel = window.panel("bad"), window.panel("good")
+    # Panels are drawn one per event-loop turn: wait for both, never sleep.
+    qtbot.waitUntil(lambda: bad_panel.pill.state == "error" and good_panel.pill.state == "ok",
+                    timeout=5_000)
     assert bad_panel.pill.state == "error"
     assert bad_panel.pill.toolTip().startswith("ERROR: ")
     assert errors[0].message in bad_panel.pill.toolTip()
