@@ -118,8 +118,7 @@ def measure_gui_stall(seconds: float) -> dict[str, float]:
 
     from guard_app.core.config import load_config
     from guard_app.core.events import CycleFinished
-    from guard_app.core.secrets import ApiKeys
-    from guard_app.demo import DemoKeyStore
+    from guard_app.core.secrets import ApiKeys, MemorySecretStore
     from guard_app.gui.app import build_app
     from guard_app.sim import ccxt_overrides
 
@@ -147,7 +146,7 @@ def measure_gui_stall(seconds: float) -> dict[str, float]:
             doc["accounts"] = aot
             config_path = Path(tmp) / "config.toml"
             config_path.write_text(tomlkit.dumps(doc), encoding="utf-8")
-            keys = DemoKeyStore({f"{n}-spot": ApiKeys(f"{n}-apikey-0123456789",
+            keys = MemorySecretStore({f"{n}-spot": ApiKeys(f"{n}-apikey-0123456789",
                                                        f"{n}-secret-abcdefghij") for n in names})
             parts = build_app(load_config(config_path), Path(tmp) / "data", keys,
                               config_path=config_path)

@@ -2,8 +2,8 @@
 
 ``guard-app demo`` (window or headless) and the screenshot script use this. Nothing
 here touches a real exchange or the OS keyring: the demo's keys are the simulator's
-fake ones, held in memory by ``DemoKeyStore`` so the demo runs on machines without a
-keyring too. Real keys never go through this class.
+fake ones, held in a ``MemorySecretStore`` so the demo runs on machines without a
+keyring too. Real keys never go through it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import logging
 import signal
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import tomlkit
 
 from guard_app.core.config import AppConfig, load_config
-from guard_app.core.secrets import ApiKeys, SecretStore
+from guard_app.core.secrets import ApiKeys, MemorySecretStore
 from guard_app.sim.overrides import ccxt_overrides
 from guard_app.sim.scenario import demo_scenario_path, load_scenario
 from guard_app.sim.server import SimServer
@@ -38,29 +37,6 @@ DEMO_ACCOUNTS: list[tuple[str, str, str, str, dict[str, Any]]] = [
 DEMO_USERS = {"alice": {"max_positions": 10}}
 
 
-class DemoKeyStore(SecretStore):
-    """The simulator's fake demo keys, in memory. Only ever used by the demo."""
-
-    def __init__(self, keys: dict[str, ApiKeys]) -> None:  # no keyring backend at all
-        self._keys = dict(keys)
-        self._lock = threading.Lock()
-
-    def get(self, account_id: str) -> ApiKeys | None:
-        with self._lock:
-            return self._keys.get(account_id)
-
-    def set(self, account_id: str, keys: ApiKeys) -> None:
-        with self._lock:
-            self._keys[account_id] = keys
-
-    def delete(self, account_id: str) -> bool:
-        with self._lock:
-            return self._keys.pop(account_id, None) is not None
-
-    def check_available(self) -> None:
-        return None
-
-
 @dataclass
 class DemoWorld:
     """A running simulator with its strategy, config file and data dir."""
@@ -69,7 +45,7 @@ class DemoWorld:
     strategy: SimStrategy | None
     config_path: Path
     data_dir: Path
-    keys: DemoKeyStore
+    keys: MemorySecretStore
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @property
@@ -127,7 +103,7 @@ def start_demo(
         strategy.start()
     config_path = base_dir / "config.toml"
     write_demo_config(config_path, server.base_url, interval)
-    keys = DemoKeyStore({
+    keys = MemorySecretStore({
         account_id: ApiKeys(scenario.account(sim_name).api_key, scenario.account(sim_name).secret)
         for account_id, _user, sim_name, _market, _extra in DEMO_ACCOUNTS
     })

@@ -7,13 +7,34 @@ a message written for a trader: what happened, to which account, what happens ne
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """What kind of failure an account (or the app) hit: decides how it is retried and
+    how it is shown. Every error class below carries its kind (``GuardError.kind``)."""
+
+    TEMPORARY = "temporary"  # network, timeout, maintenance: retried next cycle
+    RATE_LIMITED = "rate_limited"  # the exchange asked us to slow down: parked as asked
+    NEEDS_USER = "needs_user"  # key refused or lacks a permission: a person must act
+    NO_KEYS = "no_keys"  # nothing stored in the keyring for the account
+    KEYRING = "keyring"  # the OS keyring failed, is locked or missing
+    CONFIG = "config"  # the config (or an account setting) is unusable
+    STATE = "state"  # the state database is unusable
+    REJECTED = "rejected"  # the exchange refused an order
+    INTERNAL = "internal"  # a bug in guard-app
+
 
 class GuardError(Exception):
     """Base class of every error guard-app raises on purpose."""
 
+    kind: ErrorKind = ErrorKind.INTERNAL
+
 
 class ConfigError(GuardError):
     """The config file is unusable. ``key`` names the offending key (dotted path)."""
+
+    kind = ErrorKind.CONFIG
 
     def __init__(self, key: str, problem: str, source: str = "") -> None:
         self.key = key
@@ -29,20 +50,13 @@ class SecretStoreError(GuardError):
     The message says what a person can do about it; there is never a plaintext fallback.
     """
 
-
-class MissingKeysError(GuardError):
-    """No API keys are stored for an account."""
-
-    def __init__(self, account_id: str) -> None:
-        self.account_id = account_id
-        super().__init__(
-            f"{account_id}: no API keys in the keyring; add them with "
-            f"'guard-app keys set {account_id}' (skipped until then)"
-        )
+    kind = ErrorKind.KEYRING
 
 
 class StateError(GuardError):
     """The state database is unreadable or corrupt. Forced-unwind flags must not be lost."""
+
+    kind = ErrorKind.STATE
 
 
 class BrokerError(GuardError):
@@ -51,6 +65,7 @@ class BrokerError(GuardError):
     ``reason`` is the exchange's own words (code and message) where it gave any.
     """
 
+    kind = ErrorKind.TEMPORARY
     retry: str = "retrying next cycle"
 
     def __init__(
@@ -78,6 +93,8 @@ class RateLimitedError(TemporaryBrokerError):
     ``retry_after`` is in seconds when the exchange said how long, else None.
     """
 
+    kind = ErrorKind.RATE_LIMITED
+
     def __init__(
         self,
         account_id: str,
@@ -101,6 +118,8 @@ class OrderUnknownError(TemporaryBrokerError):
 class NeedsUserError(BrokerError):
     """Authentication or permission failure: a person must fix the keys."""
 
+    kind = ErrorKind.NEEDS_USER
+
     retry = "needs you: check the API key and its permissions"
 
 
@@ -111,6 +130,10 @@ class PermissionDeniedError(NeedsUserError):
 class SandboxUnavailableError(BrokerError):
     """The account asks for a sandbox/testnet the exchange does not offer."""
 
+    kind = ErrorKind.CONFIG
+
 
 class OrderRejectedError(BrokerError):
     """The exchange refused a close order (insufficient funds, filters, reduce-only)."""
+
+    kind = ErrorKind.REJECTED

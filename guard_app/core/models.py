@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Market(StrEnum):
@@ -132,3 +133,56 @@ class OrderResult:
     filled: float
     status: str
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnwindFlag:
+    """A user's forced-unwind switch: on until a person turns it off.
+
+    ``since`` is when it last changed (ISO-8601 UTC, ``Z``); ``by`` says who or what
+    changed it (``gui``, ``tray``, ``cli``).
+    """
+
+    user: str
+    active: bool
+    since: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One line of the audit journal. ``ts`` is wall-clock seconds since the epoch."""
+
+    id: int
+    ts: float
+    kind: str
+    message: str
+    account_id: str | None
+    user: str | None
+    cycle_id: int | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# Client order ids every supported exchange accepts (checked in tests/core):
+# - OKX ``clOrdId``: 1-32 letters and digits only
+#   (https://www.okx.com/docs-v5/en/#order-book-trading-trade-post-place-order);
+# - Binance ``newClientOrderId``: at most 36 of ``[.A-Z:/a-z0-9_-]``
+#   (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/trading-endpoints);
+# - Bybit ``orderLinkId``: at most 36 letters, digits, ``-`` and ``_``
+#   (https://bybit-exchange.github.io/docs/v5/order/create-order).
+# So: letters and digits only, at most 32.
+CLIENT_ORDER_ID_MAX = 32
+
+
+def client_order_id(cycle_id: int, index: int, nonce: str) -> str:
+    """``ga<cycle>n<index>r<nonce>``: alphanumeric, at most 32 characters.
+
+    Unique across restarts because cycle ids keep counting in the state database; the
+    random ``nonce`` (hex) tells apart two processes that share nothing. The letters
+    between the numbers keep them readable (``ga1207n3r5f2a9c``).
+    """
+    cid = f"ga{cycle_id}n{index}r{nonce}"
+    if len(cid) > CLIENT_ORDER_ID_MAX or not cid.isalnum() or not cid.isascii():
+        raise ValueError(f"client order id {cid!r} is not 1-32 ASCII letters and digits")
+    return cid

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from platformdirs import user_config_dir, user_data_dir
 
-APP_NAME = "guard-app"
+from guard_app import APP_NAME
+
+__all__ = ["APP_NAME", "CONFIG_ENV", "DATA_DIR_ENV", "default_config_path", "default_data_dir"]
 CONFIG_ENV = "GUARD_APP_CONFIG"
 DATA_DIR_ENV = "GUARD_APP_DATA_DIR"
 

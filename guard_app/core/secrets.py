@@ -9,20 +9,67 @@ file-based backends of ``keyrings.alt`` are refused with an error saying how to 
 real keyring. Every keyring failure becomes a SecretStoreError whose message a person
 can act on and which never contains key material.
 
-The calls block (D-Bus round trips, and on a desktop possibly an unlock prompt), so
-async code should run them in a worker thread (``asyncio.to_thread``).
+One place at a time (issue 9 item 11): gnome-keyring misbehaves when one process
+reads it from several threads at once ("Prompt dismissed", "Set changed size during
+iteration"). So every keyring call of this process goes through one lock, async code
+reads keys with :meth:`SecretStore.aget` on ONE worker thread shared by every store,
+what was read is kept until the keys change (``set``/``delete`` of any store in this
+process drop it; a change made by another process is picked up after
+``KEYS_REREAD_SECONDS``), and a failing keyring call is retried twice with a short
+back-off before it is reported.
+
+:class:`MemorySecretStore` implements the same small protocol
+(:class:`SecretStoreProtocol`) in memory, for the demo and for tests that don't need
+D-Bus. It never touches the OS keyring.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import keyring
 import keyring.errors
 from keyring.backend import KeyringBackend
 
+from guard_app import APP_NAME
 from guard_app.core.errors import SecretStoreError
+
+T = TypeVar("T")
+
+# The one list of credential field names (ccxt's ``requiredCredentials`` and the
+# spellings people use for them). The config refuses them in ``[accounts.ccxt]``, the
+# journal refuses them in its data, the broker strips them from user settings.
+CREDENTIAL_KEYS = frozenset(
+    {"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey",
+     "walletAddress", "token", "secretKey", "passphrase"}
+)
+
+
+def _normalised(name: object) -> str:
+    return str(name).lower().replace("_", "").replace("-", "")
+
+
+_CREDENTIAL_NAMES = frozenset(_normalised(k) for k in CREDENTIAL_KEYS)
+
+
+def is_credential_key(name: object) -> bool:
+    """True for a field name that holds a credential, however it is spelt
+    (``apiKey``, ``api_key``, ``APIKEY``, ``pass-phrase``...)."""
+    return _normalised(name) in _CREDENTIAL_NAMES
+
+
+# A change made by another process (``guard-app keys set`` while the app runs) is
+# noticed after at most this long; changes made in this process are seen at once.
+KEYS_REREAD_SECONDS = 10.0
+# Back-off before the 2nd and 3rd try of a failing keyring call.
+RETRY_BACKOFF_SECONDS = (0.05, 0.25)
 
 NO_KEYRING_MESSAGE = (
     "no OS keyring is available: on Linux install and start gnome-keyring (Secret Service) "
@@ -118,6 +165,88 @@ class ApiKeys:
         return cls(api_key=data["apiKey"], secret=data["secret"], password=password or None)
 
 
+class SecretReader(Protocol):
+    """What the enforcer and ``status`` need: read one account's keys."""
+
+    def get(self, account_id: str) -> ApiKeys | None:
+        """The keys of ``account_id`` (blocking), or None when nothing is stored."""
+        ...
+
+    async def aget(self, account_id: str) -> ApiKeys | None:
+        """The same, without blocking the event loop."""
+        ...
+
+
+class SecretStoreProtocol(SecretReader, Protocol):
+    """A place to keep API keys: the OS keyring, or memory for the demo and tests."""
+
+    def set(self, account_id: str, keys: ApiKeys) -> None:
+        """Store (or replace) the keys of ``account_id``."""
+        ...
+
+    def delete(self, account_id: str) -> bool:
+        """Remove the keys of ``account_id``; True if anything was stored."""
+        ...
+
+    def check_available(self) -> None:
+        """Raise SecretStoreError unless the store can be used right now."""
+        ...
+
+
+class MemorySecretStore:
+    """Keys held in memory only: the demo's fake simulator keys, and tests without D-Bus.
+
+    Real keys never go through this class: nothing here survives the process.
+    """
+
+    def __init__(self, keys: dict[str, ApiKeys] | None = None) -> None:
+        self._keys = dict(keys or {})
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemorySecretStore({len(self._keys)} accounts)"
+
+    def get(self, account_id: str) -> ApiKeys | None:
+        with self._lock:
+            return self._keys.get(account_id)
+
+    async def aget(self, account_id: str) -> ApiKeys | None:
+        return self.get(account_id)
+
+    def set(self, account_id: str, keys: ApiKeys) -> None:
+        if not account_id:
+            raise ValueError("account_id must not be empty")
+        with self._lock:
+            self._keys[account_id] = keys
+
+    def delete(self, account_id: str) -> bool:
+        with self._lock:
+            return self._keys.pop(account_id, None) is not None
+
+    def check_available(self) -> None:
+        return None
+
+
+class _KeyringGate:
+    """The process's one door to the OS keyring: a lock every call holds, one worker
+    thread for async reads, and the keys read so far."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._executor: ThreadPoolExecutor | None = None
+        # (service, backend, account id) -> (keys or None, monotonic time read)
+        self.cache: dict[tuple[str, str, str], tuple[ApiKeys | None, float]] = {}
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="guard-keyring")
+            return self._executor
+
+
+_GATE = _KeyringGate()
+
+
 class SecretStore:
     """API keys per account in the OS keyring (service ``guard-app``).
 
@@ -126,42 +255,77 @@ class SecretStore:
     insecure or non-functional backend is refused on every call.
     """
 
-    SERVICE = "guard-app"
+    SERVICE = APP_NAME
     _PROBE_USERNAME = "guard-app availability check"
 
     def __init__(self, service: str = SERVICE, backend: KeyringBackend | None = None) -> None:
         self.service = service
         self._backend = backend
+        self._backend_id = "default" if backend is None else str(id(backend))
 
     def __repr__(self) -> str:
         return f"SecretStore(service={self.service!r}, backend={self._backend_name()})"
 
     def get(self, account_id: str) -> ApiKeys | None:
-        """The keys stored for ``account_id``, or None when nothing is stored."""
+        """The keys stored for ``account_id``, or None when nothing is stored (blocking:
+        always asks the keyring, and refreshes what :meth:`aget` keeps)."""
         backend = self._usable_backend()
-        try:
-            raw = backend.get_password(self.service, account_id)
-        except Exception as exc:
-            raise _translate(exc, f"reading the keys of {account_id}") from None
-        if raw is None:
+        with _GATE.lock:
+            raw = self._call(
+                lambda: backend.get_password(self.service, account_id),
+                f"reading the keys of {account_id}",
+            )
+            keys = None if raw is None else ApiKeys.from_json(raw, account_id)
+            _GATE.cache[(self.service, self._backend_id, account_id)] = (keys, time.monotonic())
+        return keys
+
+    async def aget(self, account_id: str) -> ApiKeys | None:
+        """The keys of ``account_id`` without blocking the loop: what was read before if
+        it is fresh (see module doc), else one read on the process's keyring thread."""
+        cached = self._cached(account_id)
+        if cached is not None:
+            return cached[0]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_GATE.executor(), self._read_once, account_id)
+
+    def _read_once(self, account_id: str) -> ApiKeys | None:
+        # Several coroutines may have queued the same read: the first one does it.
+        cached = self._cached(account_id)
+        return cached[0] if cached is not None else self.get(account_id)
+
+    def _cached(self, account_id: str) -> tuple[ApiKeys | None] | None:
+        with _GATE.lock:
+            entry = _GATE.cache.get((self.service, self._backend_id, account_id))
+        if entry is None or time.monotonic() - entry[1] > KEYS_REREAD_SECONDS:
             return None
-        return ApiKeys.from_json(raw, account_id)
+        return (entry[0],)
+
+    def forget(self, account_id: str | None = None) -> None:
+        """Drop what was read (one account, or all) by any store of this service: the
+        next ``aget`` asks the keyring. For a "keys changed" notice from elsewhere."""
+        with _GATE.lock:
+            for key in [k for k in _GATE.cache if k[0] == self.service
+                        and (account_id is None or k[2] == account_id)]:
+                del _GATE.cache[key]
 
     def set(self, account_id: str, keys: ApiKeys) -> None:
         """Store (or replace) the keys of ``account_id``."""
         if not account_id:
             raise ValueError("account_id must not be empty")
         backend = self._usable_backend()
-        try:
-            backend.set_password(self.service, account_id, keys.to_json())
-        except Exception as exc:
-            raise _translate(exc, f"storing the keys of {account_id}", keys) from None
+        with _GATE.lock:
+            self.forget(account_id)
+            self._call(
+                lambda: backend.set_password(self.service, account_id, keys.to_json()),
+                f"storing the keys of {account_id}", keys,
+            )
 
     def delete(self, account_id: str) -> bool:
         """Remove the keys of ``account_id``; True if anything was stored."""
         backend = self._usable_backend()
-        deleted = False
-        try:
+
+        def remove() -> bool:
+            deleted = False
             # Look first: backends signal "nothing there" and real failures with the
             # same PasswordDeleteError. The loop removes stray duplicates too.
             for _ in range(8):
@@ -169,17 +333,31 @@ class SecretStore:
                     break
                 backend.delete_password(self.service, account_id)
                 deleted = True
-        except Exception as exc:
-            raise _translate(exc, f"deleting the keys of {account_id}") from None
-        return deleted
+            return deleted
+
+        with _GATE.lock:
+            self.forget(account_id)
+            return self._call(remove, f"deleting the keys of {account_id}")
 
     def check_available(self) -> None:
         """Raise SecretStoreError unless the keyring can be used right now (e.g. unlocked)."""
         backend = self._usable_backend()
-        try:
-            backend.get_password(self.service, self._PROBE_USERNAME)
-        except Exception as exc:
-            raise _translate(exc, "opening the keyring") from None
+        with _GATE.lock:
+            self._call(lambda: backend.get_password(self.service, self._PROBE_USERNAME),
+                       "opening the keyring")
+
+    @staticmethod
+    def _call(action: Callable[[], T], doing: str, keys: ApiKeys | None = None) -> T:
+        """Run one keyring call, retrying a failure twice (gnome-keyring has transient
+        ones: "Prompt dismissed", "Set changed size during iteration")."""
+        for backoff in (*RETRY_BACKOFF_SECONDS, None):
+            try:
+                return action()
+            except Exception as exc:
+                if backoff is None:
+                    raise _translate(exc, doing, keys) from None
+            time.sleep(backoff)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- backend selection ----
 

@@ -31,6 +31,10 @@ Journal kinds written by the enforcer (``data`` is a small JSON object):
   :meth:`StateStore.set_forced_unwind` itself).
 - ``intervention``: one per account and cycle in which close orders were placed; the
   ``interventions`` metric counts these.
+- ``orders_cancelled`` / ``unwind_round``: the kill switch cancelled an account's open
+  orders / one close-and-re-read round of a forced unwind (DESIGN rule 12).
+
+The enforcer's entries are written by ``core/journal.py`` (JournalObserver).
 
 The journal is an audit trail a trader may share: it must never hold API keys.
 :meth:`StateStore.journal` refuses data with keys named like ``apiKey``, ``secret``
@@ -46,13 +50,15 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from guard_app.core.errors import StateError
+from guard_app.core.models import JournalEntry, UnwindFlag
+from guard_app.core.secrets import is_credential_key
 
 __all__ = [
     "DB_FILENAME",
@@ -82,6 +88,8 @@ JOURNAL_KINDS = frozenset(
         "intervention",
         "unwind_progress",
         "order_skipped",
+        "orders_cancelled",
+        "unwind_round",
     }
 )
 
@@ -94,8 +102,6 @@ _APPLICATION_ID = 0x47554152
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_SECONDS = 30.0
 
-# Normalised (lower case, no '_' or '-') names of keys that would hold credentials.
-_SECRET_KEYS = frozenset({"apikey", "secret", "password", "privatekey"})
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -131,35 +137,6 @@ INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('cycle_id', 0);
 
 
 @dataclass(frozen=True)
-class UnwindFlag:
-    """A user's forced-unwind switch: on until a person turns it off.
-
-    ``since`` is when it last changed (ISO-8601 UTC, ``Z``); ``by`` says who or what
-    changed it (``gui``, ``tray``, ``cli``).
-    """
-
-    user: str
-    active: bool
-    since: str
-    by: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """One line of the audit journal. ``ts`` is wall-clock seconds since the epoch."""
-
-    id: int
-    ts: float
-    kind: str
-    message: str
-    account_id: str | None
-    user: str | None
-    cycle_id: int | None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Metrics:
     """Headline numbers for the dashboard.
 
@@ -184,8 +161,7 @@ def _utc_iso(ts: float | None = None) -> str:
 def _check_no_secrets(value: Any, where: str = "data") -> None:
     if isinstance(value, Mapping):
         for key, inner in value.items():
-            name = str(key).lower().replace("_", "").replace("-", "")
-            if name in _SECRET_KEYS:
+            if is_credential_key(key):
                 raise ValueError(
                     f"journal {where} may not contain a key named {key!r}: "
                     "credentials never go in the journal"

@@ -11,15 +11,16 @@ from typing import Any
 
 from guard_app.core.config import AccountConfig, AppConfig
 from guard_app.core.errors import BrokerError, GuardError
-from guard_app.core.models import AccountSnapshot
+from guard_app.core.models import AccountSnapshot, UnwindFlag
 from guard_app.core.policy import over_cap
 from guard_app.core.ports import BrokerFactory
-from guard_app.core.secrets import SecretStore
-from guard_app.core.state import UnwindFlag
+from guard_app.core.secrets import SecretReader
 
 
 @dataclass(frozen=True, slots=True)
 class AccountStatus:
+    """One account as ``status`` read it: its snapshot, or why it could not be read."""
+
     account: AccountConfig
     snapshot: AccountSnapshot | None
     error: str | None
@@ -27,12 +28,14 @@ class AccountStatus:
 
 async def read_account(
     account: AccountConfig,
-    secrets: SecretStore,
+    secrets: SecretReader,
     broker_factory: BrokerFactory,
 ) -> AccountStatus:
-    """One live read of one account; every failure becomes a one-line ``error``."""
+    """One live read of one account; every failure becomes a one-line ``error``.
+    Keys come through ``aget``: the keyring is read by one thread, one account at a
+    time, while the exchanges are read concurrently."""
     try:
-        keys = await asyncio.to_thread(secrets.get, account.id)
+        keys = await secrets.aget(account.id)
     except GuardError as exc:
         return AccountStatus(account, None, str(exc))
     if keys is None:
@@ -49,7 +52,7 @@ async def read_account(
 
 
 async def read_all(
-    config: AppConfig, secrets: SecretStore, broker_factory: BrokerFactory
+    config: AppConfig, secrets: SecretReader, broker_factory: BrokerFactory
 ) -> list[AccountStatus]:
     """Read every account concurrently, in config order."""
     return list(await asyncio.gather(

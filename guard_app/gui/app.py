@@ -26,6 +26,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
 
 import guard_app.exchanges  # noqa: F401 - wires ccxt's exchange ids into the config check
+from guard_app import APP_NAME, ExitCode
 from guard_app.core.config import AppConfig, load_config
 from guard_app.core.errors import ConfigError, StateError
 from guard_app.core.events import CycleFinished
@@ -44,11 +45,10 @@ from guard_app.gui.tray import Tray
 
 log = logging.getLogger("guard_app.gui")
 
-APP_NAME = "guard-app"
-ORG_NAME = "guard-app"
+ORG_NAME = APP_NAME
 DESKTOP_FILE = "io.github.guardapp.GuardApp"
-EXIT_OK = 0
-EXIT_BAD = 2
+EXIT_OK = ExitCode.OK
+EXIT_BAD = ExitCode.USAGE
 # Hidden hook for benchmarks/bench_gui.py: print when the window is first shown, then quit.
 EXIT_AFTER_SHOWN_ENV = "GUARD_APP_EXIT_AFTER_SHOWN"
 NO_TRAY_MESSAGE = ("No system tray on this desktop: closing this window quits guard-app "

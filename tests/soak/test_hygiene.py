@@ -40,7 +40,7 @@ def test_clock_skew_recovers_in_the_next_cycle(world: World, skew_ms: int) -> No
     assert second.ok, second.errors
     closes = [o for o in sim.exchange.orders if o.accepted]
     assert [o.symbol for o in closes] == ["SOL/USDT"]
-    assert closes[0].client_order_id.startswith(f"ga-{second.cycle_id}-")  # sent by cycle 2
+    assert closes[0].client_order_id.startswith(f"ga{second.cycle_id}n")  # sent by cycle 2
 
 
 @pytest.mark.parametrize("status", [429, 418])

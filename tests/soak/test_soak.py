@@ -200,7 +200,7 @@ class Soak:
             new, self.log_pos[user] = log[self.log_pos[user]:], len(log)
             for rec in new:
                 cid = rec.client_order_id or ""
-                assert cid.startswith("ga-"), f"an order not sent by guard-app: {rec}"
+                assert cid.startswith("ga"), f"an order not sent by guard-app: {rec}"
                 assert cid not in self.seen_cids, f"client order id {cid} used twice"
                 self.seen_cids.add(cid)
                 new_cids.append(cid)
