@@ -105,7 +105,9 @@ def describe_test_failure(exc: BaseException) -> str:
     if isinstance(exc, RateLimitedError):
         return "the exchange is rate limiting this address: wait a minute and test again"
     if isinstance(exc, TemporaryBrokerError):
-        return f"exchange unreachable: {exc.reason}"
+        reason = exc.reason
+        return reason if reason.startswith("exchange unreachable") \
+            else f"exchange unreachable: {reason}"
     if isinstance(exc, BrokerError):
         return f"test failed: {exc.reason}"
     if isinstance(exc, SecretStoreError):

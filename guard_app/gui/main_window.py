@@ -26,7 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from guard_app.core.events import JournalWritten
 from guard_app.gui.account_panel import AccountPanel, ago, duration
+from guard_app.gui.actions import Actions
 from guard_app.gui.activity import ActivityView
 from guard_app.gui.dashboard_model import DashboardModel
 from guard_app.gui.model.dashboard import (
@@ -37,7 +39,6 @@ from guard_app.gui.model.dashboard import (
     UserView,
 )
 from guard_app.gui.theme import BIG_NUMBER, HEADING, scaled_font, state_colour
-from guard_app.gui.unwind_dialog import confirm_unwind
 
 if TYPE_CHECKING:
     from guard_app.gui.enforcer_host import EnforcerHost
@@ -90,7 +91,7 @@ class UserSection(QWidget):
         self.button.setAutoDefault(False)
         self.button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.button.setMinimumHeight(36)
-        self.button.clicked.connect(lambda: window._unwind_clicked(self.user))
+        self.button.clicked.connect(lambda: window.commands.toggle_unwind(self.user))
         head.addWidget(self.name)
         head.addSpacing(12)
         head.addWidget(self.caps)
@@ -234,11 +235,15 @@ class MainWindow(QMainWindow):
     quit_requested = Signal()
 
     def __init__(self, host: EnforcerHost, model: DashboardModel,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, actions: Actions | None = None) -> None:
         super().__init__(parent)
         self.host = host
         self.model = model
+        # Shared with the tray (build_app passes one); confirmations parent to this window.
+        self.commands = actions or Actions(host, model, lambda: self, self)
+        self.commands.paused_changed.connect(self._show_paused)
         self._hide_on_close = False
+        self._quitting = False
         self.setWindowTitle("guard-app")
         self.resize(1360, 860)
 
@@ -281,6 +286,7 @@ class MainWindow(QMainWindow):
         self.sections: dict[str, UserSection] = {}
         self._rebuild_sections()
         model.changed.connect(self._on_changed)
+        host.event.connect(self._on_event)
         self._clock = QTimer(self)
         self._clock.setInterval(1000)
         self._clock.timeout.connect(self._tick)
@@ -305,7 +311,7 @@ class MainWindow(QMainWindow):
         enforcement.addAction(self.check_now_action)
         self.pause_action = QAction("&Pause enforcement", self)
         self.pause_action.setCheckable(True)
-        self.pause_action.toggled.connect(self._pause_toggled)
+        self.pause_action.toggled.connect(self.commands.set_paused)
         enforcement.addAction(self.pause_action)
 
     def _rebuild_sections(self) -> None:
@@ -364,15 +370,15 @@ class MainWindow(QMainWindow):
             self._panel_timer.start()
         if SUMMARY in changed:
             users_touched = set(self.sections)
-            self.activity.refresh()
         for name in users_touched:
             self.sections[name].update_from(dashboard)
         self.strip.update_from(dashboard)
-        paused = dashboard.summary.paused
-        if self.pause_action.isChecked() != paused and not self.pause_action.signalsBlocked():
-            self.pause_action.blockSignals(True)
-            self.pause_action.setChecked(paused)
-            self.pause_action.blockSignals(False)
+        if not self.pause_action.signalsBlocked():
+            self._show_paused(dashboard.summary.paused)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, JournalWritten):
+            self.activity.add(event.entry)
 
     def _update_stale_panels(self, *, all_now: bool = False) -> None:
         """Redraw changed account panels without freezing the window.
@@ -423,37 +429,19 @@ class MainWindow(QMainWindow):
 
     # -- actions ------------------------------------------------------------------------
 
-    def _pause_toggled(self, paused: bool) -> None:
-        if paused:
-            self.host.pause()
-        else:
-            self.host.resume()
-
-    def _unwind_clicked(self, user: str) -> None:
-        if self.model.dashboard.users[user].forced_unwind:
-            self.request_unwind_off(user)
-        else:
-            self.request_unwind(user)
+    def _show_paused(self, paused: bool) -> None:
+        if self.pause_action.isChecked() != paused:
+            self.pause_action.blockSignals(True)
+            self.pause_action.setChecked(paused)
+            self.pause_action.blockSignals(False)
 
     def request_unwind(self, user: str) -> bool:
-        """Ask, then turn ``user``'s forced unwind on. True when it was turned on."""
-        self.model.flush()
-        if not confirm_unwind(self, user, self.model.dashboard):
-            return False
-        self.host.set_forced_unwind(user, True, by="gui", reason="Forced Unwind in the window")
-        self.model.refresh_flags()
-        self.model.flush()
-        return True
+        """Ask, then turn ``user``'s forced unwind on (see :class:`Actions`)."""
+        return self.commands.request_unwind(user)
 
     def request_unwind_off(self, user: str) -> bool:
-        """Ask, then turn ``user``'s forced unwind off. True when it was turned off."""
-        self.model.flush()
-        if not confirm_unwind(self, user, self.model.dashboard, turning_off=True):
-            return False
-        self.host.set_forced_unwind(user, False, by="gui", reason="turned off in the window")
-        self.model.refresh_flags()
-        self.model.flush()
-        return True
+        """Ask, then turn ``user``'s forced unwind off (see :class:`Actions`)."""
+        return self.commands.request_unwind_off(user)
 
     def unwind_button(self, user: str) -> QPushButton:
         return self.sections[user].button
@@ -463,7 +451,14 @@ class MainWindow(QMainWindow):
     def set_hide_on_close(self, hide: bool) -> None:
         self._hide_on_close = hide
 
+    def set_quitting(self) -> None:
+        """The app is quitting (already confirmed): closing now really closes."""
+        self._quitting = True
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self._quitting:
+            event.accept()
+            return
         if self._hide_on_close:
             event.ignore()
             self.hide()

@@ -48,7 +48,7 @@ def start(args: argparse.Namespace, check: Callable[[AppParts], None], *,
         except BaseException as exc:  # re-raised below, after the app has quit
             failures.append(exc)
         finally:
-            QApplication.quit()
+            QApplication.exit(0)  # like a signal: no "quit while unwinding?" question
 
     code = run_app(args, demo=demo, on_started=on_started)
     if failures:

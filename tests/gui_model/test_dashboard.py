@@ -235,11 +235,17 @@ def test_set_flags_reads_the_stored_flags() -> None:
     assert d.worst_state() is AccountState.UNWINDING
 
 
-def test_account_read_with_forced_unwind_turns_the_user_on() -> None:
+def test_only_flags_changed_turns_a_users_unwind_on_with_its_record() -> None:
+    # One source of truth (issue 9): reads and progress never switch the flag themselves.
     d = Dashboard(CONFIG)
-    changed = d.apply(read("b1", 10, forced=True, user="bob"))
-    assert changed == {"b1", SUMMARY}
-    assert d.users["bob"].forced_unwind
+    assert d.apply(read("b1", 10, forced=True, user="bob")) == {"b1"}
+    d.apply(UnwindProgress(cycle_id=1, user="bob", closed=1, total=1, remaining=0))
+    assert not d.users["bob"].forced_unwind
+    flag = UnwindFlag("bob", True, "2026-01-01T00:00:00Z", "cli", "panic")
+    changed = d.apply(FlagsChanged(active_users=("bob",), flags=(flag,)))
+    assert changed == {SUMMARY}
+    assert d.users["bob"].forced_unwind and d.users["bob"].flag == flag
+    assert d.accounts["b1"].state is AccountState.UNWINDING
 
 
 def test_worst_state_order() -> None:

@@ -345,7 +345,11 @@ class Dashboard:
         self._failing_notified &= set(self.accounts)
 
     def set_flags(self, flags: Mapping[str, UnwindFlag]) -> None:
-        """The forced-unwind flags as stored (only active ones need be given)."""
+        """The forced-unwind flags as stored (only active ones need be given).
+
+        Fed only from ``FlagsChanged`` (the enforcer's announcement of the stored flags):
+        reads and unwind progress never switch a user's unwind on or off by themselves.
+        """
         active = {name for name, flag in flags.items() if flag.active}
         for name, user in self.users.items():
             user.flag = flags.get(name)
@@ -417,7 +421,11 @@ class Dashboard:
         if isinstance(event, UnwindProgress):
             return self._unwind_progress(event)
         if isinstance(event, FlagsChanged):
-            return {SUMMARY} if self._set_active_users(set(event.active_users)) else set()
+            records = {f.user: f for f in event.flags}
+            for name, user in self.users.items():
+                user.flag = records.get(name)
+            self._set_active_users(set(event.active_users))
+            return {SUMMARY}
         if isinstance(event, CycleStarted):
             self.summary.cycle_running = True
             self.summary.running = True
@@ -468,13 +476,6 @@ class Dashboard:
         view.rejected.clear()
         view.history.append((event.ts, event.snapshot.position_count, event.snapshot.notional))
         changed = {view.account_id}
-        if event.forced_unwind != view.forced_unwind:
-            # The enforcer saw the flag before our copy of it did.
-            user = self.users.get(view.config.user)
-            if user is not None:
-                others = {n for n, u in self.users.items() if u.forced_unwind and n != user.name}
-                self._set_active_users(others | ({user.name} if event.forced_unwind else set()))
-                changed.add(SUMMARY)
         aid = view.account_id
         if event.over_cap and not was_over:
             self._notice("over_cap", f"{aid} is over its cap",
@@ -534,10 +535,6 @@ class Dashboard:
         user = self.users.get(event.user)
         if user is None:
             return set()
-        if not user.forced_unwind:
-            self._set_active_users(
-                {n for n, u in self.users.items() if u.forced_unwind} | {user.name}
-            )
         user.unwind_closed += event.closed
         # New positions may appear during an unwind (a strategy still running):
         # n grows so that k of n stays true.
