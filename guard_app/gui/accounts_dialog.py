@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -131,17 +132,30 @@ def _number_or_text(text: str) -> Any:
 
 
 class _ErrorLabel(QLabel):
-    """A red line under a field; hidden while empty."""
+    """A red line under a field; hidden while empty.
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    With ``reserve`` (the per-field messages) the line keeps its one-line height even
+    while empty, so a message appearing as you type never pushes the fields below it
+    down (a click would land in the wrong field); long messages are cut, the whole
+    text is in the tooltip.
+    """
+
+    def __init__(self, parent: QWidget | None = None, *, reserve: bool = False) -> None:
         super().__init__(parent)
         self.setStyleSheet(ERROR_STYLE)
-        self.setWordWrap(True)
-        self.hide()
+        self._reserve = reserve
+        self.setWordWrap(not reserve)
+        if reserve:
+            self.setFixedHeight(self.fontMetrics().height() + 2)
+            self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        else:
+            self.hide()
 
     def set_error(self, text: str) -> None:
         self.setText(text)
-        self.setVisible(bool(text))
+        self.setToolTip(text)
+        if not self._reserve:
+            self.setVisible(bool(text))
 
 
 class AccountsDialog(QDialog):
@@ -328,7 +342,7 @@ class AccountsDialog(QDialog):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addWidget(self.fields[key])
-        label = _ErrorLabel()
+        label = _ErrorLabel(reserve=True)
         label.setObjectName(f"error-{key}")
         layout.addWidget(label)
         self.errors[key] = label
