@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from guard_app.gui.accounts_dialog import AccountsDialog
 from guard_app.gui.app import AppParts, run_app
 from guard_app.gui.first_run import FirstRunDialog
 from guard_app.gui.theme import DARK, LIGHT, THEME_ENV
+from guard_app.gui.unwind_dialog import UnwindDialog
 from guard_app.resources import STATE_COLOURS
 from guard_app.sim import ccxt_overrides
 from tests.fixtures.world import World, sim_account
@@ -241,3 +243,30 @@ def test_panels_are_flat_right_after_an_unwinds_closes(qtbot: Any, world: World)
         assert "0 positions" in parts.window.sections["alice"].caps.text()
 
     assert start(args_for(world), check) == 0
+
+
+def test_every_style_sheet_selector_matches_a_widget_of_the_app(
+        qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    selectors: list[str] = []
+
+    def check(parts: AppParts) -> None:
+        app = QApplication.instance()
+        assert isinstance(app, QApplication)
+        sheet = app.styleSheet()
+        # The unwind confirmation's widgets exist only while it is open: build one.
+        dialog = UnwindDialog(parts.window, "alice", parts.model.dashboard)
+        qtbot.addWidget(dialog)
+        widgets = [w for w in app.allWidgets() if w.isWindow() is False or w is dialog]
+        for match in re.finditer(r"^(Q\w+)(?:#([\w-]+)|\[(\w+)=\"([\w-]+)\"\])", sheet, re.M):
+            kind, name, prop, value = match.groups()
+            selectors.append(match.group(0))
+            if value == "unwind-active":
+                continue  # only while an unwind is on: test_window checks that button
+
+            found = [w for w in widgets if w.inherits(kind) and (
+                w.objectName() == name if name else str(w.property(prop)).lower() == value)]
+            assert found, f"style sheet selector {match.group(0)} matches no widget"
+
+    assert start(argparse.Namespace(), check, demo=True) == 0
+    assert any("unwind" in s for s in selectors) and any("card" in s for s in selectors)

@@ -348,3 +348,13 @@ def test_a_failed_read_keeps_the_last_good_one_marked_stale_with_its_time() -> N
     d.apply(read("a1", 10, ts=125.0))
     assert d.accounts["a1"].reading.known
     assert d.user_totals("alice").stale == ()
+
+
+def test_a_position_opened_after_flat_makes_the_unwind_not_flat_again() -> None:
+    d = Dashboard(CONFIG)
+    d.apply(FlagsChanged(active_users=("alice",)))
+    d.apply(UnwindProgress(cycle_id=1, user="alice", closed=2, total=2, remaining=0))
+    assert d.users["alice"].unwind_flat
+    d.apply(read("a1", 25, forced=True))
+    assert not d.users["alice"].unwind_flat
+    assert d.users["alice"].progress_text == "closed 2 of 2"

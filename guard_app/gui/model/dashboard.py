@@ -476,6 +476,12 @@ class Dashboard:
         view.rejected.clear()
         view.history.append((event.ts, event.snapshot.position_count, event.snapshot.notional))
         changed = {view.account_id}
+        user_view = self.users.get(view.config.user)
+        if (user_view is not None and user_view.unwind_flat and view.forced_unwind
+                and event.snapshot.position_count):
+            # A position opened after "flat" (a strategy still running): not flat now.
+            user_view.unwind_flat = False
+            changed.add(SUMMARY)
         aid = view.account_id
         if event.over_cap and not was_over:
             self._notice("over_cap", f"{aid} is over its cap",
