@@ -178,12 +178,12 @@ class ActivityView(QWidget):
     def refresh(self) -> None:
         """Read journal entries newer than the newest one shown (the history at start)."""
         chosen = str(self.filter.currentData() or "")
-        kw: dict[str, str] = {}
-        if chosen:
-            kind, _, name = chosen.partition(":")
-            kw["user" if kind == "user" else "account_id"] = name
+        kind, _, name = chosen.partition(":")
+        user = name if chosen and kind == "user" else None
+        account_id = name if chosen and kind != "user" else None
         try:
-            entries = self._state().entries(limit=MAX_ROWS, after_id=self.model.last_id, **kw)
+            entries = self._state().entries(limit=MAX_ROWS, after_id=self.model.last_id,
+                                            user=user, account_id=account_id)
         except Exception:
             log.exception("could not read the journal for the Activity view")
             return
