@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -42,93 +41,28 @@ from PySide6.QtWidgets import (
 from guard_app.core.config import AccountConfig, validate_account
 from guard_app.core.config_writer import ConfigDocument
 from guard_app.core.errors import (
-    BrokerError,
     ConfigError,
-    NeedsUserError,
-    PermissionDeniedError,
-    RateLimitedError,
-    SandboxUnavailableError,
     SecretStoreError,
-    TemporaryBrokerError,
 )
 from guard_app.core.models import Market
 from guard_app.core.secrets import ApiKeys, SecretStore, UnreadableKeysError
 from guard_app.exchanges.catalog import exchange_ids, needs_passphrase, sandbox_offered
 from guard_app.gui.keyring_help import keyring_help, keyring_title
+from guard_app.gui.model.account_form import (
+    TEXT_FIELDS,
+    ConnectionTestTimeout,
+    connection_test_timeout,
+    describe_test_failure,
+    field_for_key,
+    form_to_account,
+)
 
 log = logging.getLogger(__name__)
 
 ERROR_STYLE = "color: #c62828;"
-FIELDS = (
-    "id", "user", "exchange", "market", "quote", "max_positions", "max_notional",
-    "user_max_positions", "min_position_value", "ignore_assets", "sandbox", "ccxt",
-    "api_key", "secret", "password",
-)
 
 # Key status of an account, shown in the list and the keys box.
 STORED, MISSING, UNREADABLE, KEYRING_DOWN = "stored", "missing", "unreadable", "keyring"
-
-
-#: ccxt's own default request timeout (``Exchange.timeout = 10000`` ms in
-#: ccxt/base/exchange.py), used when the account's ``ccxt`` options set none.
-CCXT_DEFAULT_TIMEOUT_MS = 10_000
-
-
-def connection_test_timeout(account: AccountConfig) -> float:
-    """Seconds a connection test may take: the exchange client's request timeout."""
-    try:
-        ms = float(account.ccxt.get("timeout", CCXT_DEFAULT_TIMEOUT_MS))
-    except (TypeError, ValueError):
-        ms = CCXT_DEFAULT_TIMEOUT_MS
-    return max(1.0, ms / 1000.0)
-
-
-class ConnectionTestTimeout(Exception):
-    """The exchange did not answer the whole connection test within the client's timeout."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"no answer within {seconds:.0f} s")
-        self.seconds = seconds
-
-
-def describe_test_failure(exc: BaseException) -> str:
-    """One plain line for a failed connection test. Never contains key material."""
-    if isinstance(exc, ConnectionTestTimeout):
-        return (f"exchange unreachable: no answer within {exc.seconds:.0f} s "
-                "(check the network, or whether the exchange is down)")
-    if isinstance(exc, SandboxUnavailableError):
-        return "sandbox not offered by this exchange: untick 'Sandbox / testnet'"
-    if isinstance(exc, NeedsUserError):
-        if isinstance(exc, PermissionDeniedError):  # the key itself was accepted
-            return (f"no permission: the key was accepted but may not read this account "
-                    f"({exc.reason}); enable reading in the exchange's API settings")
-        return f"wrong key or secret: the exchange refused them ({exc.reason})"
-    if isinstance(exc, RateLimitedError):
-        return "the exchange is rate limiting this address: wait a minute and test again"
-    if isinstance(exc, TemporaryBrokerError):
-        reason = exc.reason
-        return reason if reason.startswith("exchange unreachable") \
-            else f"exchange unreachable: {reason}"
-    if isinstance(exc, BrokerError):
-        return f"test failed: {exc.reason}"
-    if isinstance(exc, SecretStoreError):
-        return f"can't read the stored keys: {exc}"
-    return f"test failed: unexpected {type(exc).__name__}"
-
-
-def _number_or_text(text: str) -> Any:
-    """A number when the text is one; otherwise the text, so the loader names the problem."""
-    value = text.strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 class _ErrorLabel(QLabel):
@@ -563,40 +497,12 @@ class AccountsDialog(QDialog):
 
     def _form_data(self) -> tuple[dict[str, Any], Any, dict[str, str]]:
         """(account table, user cap, errors found before the loader can look)."""
-        local: dict[str, str] = {}
         existing = (self._doc.account_data(self._editing_id)
                     if self._doc and self._editing_id else None) or {}
-        data: dict[str, Any] = {
-            "id": self._text("id") or None,
-            "user": self._text("user") or None,
-            "exchange": self._text("exchange") or None,
-            "market": self._text("market"),
-            "quote": self._text("quote") or None,
-            "max_positions": _number_or_text(self._text("max_positions")),
-            "max_notional": _number_or_text(self._text("max_notional")),
-            "min_position_value": _number_or_text(self._text("min_position_value")),
-        }
-        assets = [a.strip() for a in self._text("ignore_assets").split(",") if a.strip()]
-        data["ignore_assets"] = assets
         sandbox = self.fields["sandbox"]
         assert isinstance(sandbox, QCheckBox)  # noqa: S101
-        data["sandbox"] = sandbox.isChecked()
-        raw_ccxt = self._text("ccxt")
-        if raw_ccxt:
-            try:
-                data["ccxt"] = json.loads(raw_ccxt)
-            except ValueError as exc:
-                line = getattr(exc, "lineno", None)
-                where = f" (line {line})" if line else ""
-                msg = getattr(exc, "msg", "")
-                local["ccxt"] = f"not valid JSON{where}: {msg}".rstrip(": ")
-        # Defaults are written only where the user's file already had the key.
-        defaults: dict[str, Any] = {"market": "spot", "quote": None, "min_position_value": None,
-                    "ignore_assets": [], "sandbox": False}
-        for key, default in defaults.items():
-            if data.get(key) == default and key not in existing:
-                data.pop(key, None)
-        return data, _number_or_text(self._text("user_max_positions")), local
+        texts = {key: self._text(key) for key in TEXT_FIELDS}
+        return form_to_account(texts, sandbox=sandbox.isChecked(), existing=existing)
 
     def _trial(self) -> tuple[ConfigDocument, dict[str, Any]]:
         """The document with the form applied; ConfigError names the first problem."""
@@ -617,17 +523,7 @@ class AccountsDialog(QDialog):
     @staticmethod
     def field_for_key(key: str) -> tuple[str | None, str]:
         """The form field a ConfigError key belongs to, and the rest of the key."""
-        if re.fullmatch(r"users\.[^.]+\.(max_positions|max_notional)", key):
-            return "user_max_positions", ""
-        if re.fullmatch(r"users\.[^.]+", key):
-            return "user", ""
-        match = re.fullmatch(r"(?:accounts\[\d+\]\.)?([A-Za-z_]+)(.*)", key)
-        if match and match.group(1) in FIELDS:
-            rest = match.group(2)
-            # ccxt.apiKey -> "apiKey"; ignore_assets[2] needs no prefix: the problem
-            # quotes the bad value.
-            return match.group(1), rest[1:] if rest.startswith(".") else ""
-        return None, key
+        return field_for_key(key)
 
     def field_error(self, key: str) -> str:
         """The error shown under a field ("" when none)."""
