@@ -452,7 +452,9 @@ def cmd_gui(args: argparse.Namespace, *, demo: bool = False) -> int:
         print(f"{APP_NAME}: the desktop app can't start ({exc}); "
               "use 'guard-app run' for the enforcer without a window", file=sys.stderr)
         return EXIT_USAGE
-    return int(run_app(args, demo=demo))
+    from guard_app.api.desktop import DesktopApi
+
+    return int(run_app(args, demo=demo, api_factory=DesktopApi))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages guard-app needs, only those missing.
-#   scripts/setup-system.sh test   keyring (gnome-keyring + dbus), Xvfb, desktop-file tools,
-#                                  PostgreSQL (the tests start a throwaway cluster)
+#   scripts/setup-system.sh test   keyring (gnome-keyring + dbus), Xvfb + openbox + trayer
+#                                  (a real desktop with a window manager and a tray),
+#                                  desktop-file tools, PostgreSQL (the tests start a throwaway cluster)
 #   scripts/setup-system.sh demo   the libraries a real Qt window needs (xcb plugin)
 # Uses apt-get as root, or sudo when available; otherwise prints the command to run.
 set -euo pipefail
@@ -11,7 +12,7 @@ gui_libs=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-rend
           libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-xinerama0 libxcb-randr0
           libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0)
 case "$want" in
-  test) pkgs=(dbus dbus-x11 gnome-keyring xvfb xauth imagemagick trayer
+  test) pkgs=(dbus dbus-x11 gnome-keyring xvfb xauth imagemagick trayer openbox xdotool
               desktop-file-utils appstream postgresql "${gui_libs[@]}") ;;
   demo) pkgs=("${gui_libs[@]}") ;;
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;

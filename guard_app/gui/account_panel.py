@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from guard_app.gui.charts import ExposureChart, PositionBarsChart
 from guard_app.gui.model.dashboard import AccountState, AccountView
-from guard_app.gui.theme import HEADING, SMALL, current_theme, scaled_font, state_colour
+from guard_app.gui.theme import HEADING, SMALL, scaled_font, state_colour
 
 __all__ = ["AccountPanel", "PositionsModel", "StatePill", "ago", "duration"]
 
@@ -163,6 +163,18 @@ class _CapBar(QWidget):
         layout.addWidget(self.bar)
         self._chunk = ""
 
+    def set_unknown(self, text: str) -> None:
+        """No number at all: the account was never read (never a zero)."""
+        self.value.setText(text)
+        self.bar.setValue(0)
+        self.bar.setVisible(False)
+
+    def set_stale(self, stale: bool) -> None:
+        """Grey the number: it is the last good read's, not the account now."""
+        if self.value.isEnabled() == stale:
+            self.value.setEnabled(not stale)
+            self.bar.setEnabled(not stale)
+
     def set_values(self, used: float, cap: float | None, text: str, closing_state: str) -> None:
         self.value.setText(text)
         if cap is None or cap <= 0:
@@ -190,11 +202,7 @@ class AccountPanel(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setProperty("card", True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setFixedHeight(224)
-        self.setStyleSheet(
-            f"QFrame#account-{account_id} {{ background: {current_theme().card};"
-            f" border: 1px solid {current_theme().card_border}; border-radius: 8px; }}"
-        )
+        self.setFixedHeight(224)  # styled by the theme's QFrame[card="true"] rule
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(14, 10, 14, 10)
@@ -265,18 +273,28 @@ class AccountPanel(QFrame):
             f"dust held: {len(view.snapshot.dust)}" if view.snapshot and view.snapshot.dust else "")
         closing_state = "unwinding" if state is AccountState.UNWINDING else "over_cap"
         caps = view.caps
-        self.count_bar.set_values(
-            view.position_count, caps.max_positions,
-            f"{view.position_count} / {caps.max_positions}" if caps.max_positions is not None
-            else f"{view.position_count}", closing_state)
-        if caps.max_notional is not None:
-            text = f"{view.notional:,.0f} / {caps.max_notional:,.0f}"
-        else:
-            text = f"{view.notional:,.0f}"
+        reading = view.reading
         self.notional_bar.caption.setText(
             f"Exposure ({cfg.quote}) vs cap" if caps.max_notional is not None
             else f"Exposure ({cfg.quote}), no cap")
-        self.notional_bar.set_values(view.notional, caps.max_notional, text, closing_state)
+        if not reading.has_numbers:
+            # Unknown is not zero (DESIGN rule 16): no count, no exposure, no bar.
+            self.count_bar.set_unknown("not read")
+            self.notional_bar.set_unknown("not read")
+        else:
+            self.count_bar.set_values(
+                view.position_count, caps.max_positions,
+                f"{view.position_count} / {caps.max_positions}" if caps.max_positions is not None
+                else f"{view.position_count}", closing_state)
+            if caps.max_notional is not None:
+                text = f"{view.notional:,.0f} / {caps.max_notional:,.0f}"
+            else:
+                text = f"{view.notional:,.0f}"
+            self.notional_bar.set_values(view.notional, caps.max_notional, text, closing_state)
+        # A failed read keeps the last good numbers on screen, greyed and dated.
+        self.count_bar.set_stale(reading.stale)
+        self.notional_bar.set_stale(reading.stale)
+        self.table.setEnabled(not reading.stale)
         self.positions.set_view(view)
         self.bars.update_from(view)
         self.exposure.update_from(view)
@@ -284,7 +302,22 @@ class AccountPanel(QFrame):
 
     def update_times(self, view: AccountView, now: float | None = None) -> None:
         now = now or time.time()
-        parts = [f"checked {ago(view.last_check, now)}"]
+        reading = view.reading
+        if reading.known:
+            parts = [f"read {ago(view.last_read_at, now)}"]
+        elif reading.stale:
+            parts = [f"NOT READ since {ago(reading.read_at, now)}: showing that read",
+                     f"tried {ago(view.last_check, now)}"]
+        else:
+            parts = ["not read yet" if view.last_check is None
+                     else f"not read: tried {ago(view.last_check, now)}"]
         if view.next_check_at is not None:
             parts.append(f"next in {duration(view.next_check_at - now)}")
-        self.checked.setText(" · ".join(parts))
+        text = " · ".join(parts)
+        if text != self.checked.text():
+            self.checked.setText(text)
+        stale = "stale" if reading.stale else ""
+        if self.checked.property("state") != stale:
+            self.checked.setProperty("state", stale)
+            self.checked.setStyleSheet(
+                f"color: {state_colour('error').name()}; font-weight: 700;" if stale else "")

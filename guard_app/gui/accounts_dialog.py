@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -41,80 +41,55 @@ from PySide6.QtWidgets import (
 from guard_app.core.config import AccountConfig, validate_account
 from guard_app.core.config_writer import ConfigDocument
 from guard_app.core.errors import (
-    BrokerError,
     ConfigError,
-    NeedsUserError,
-    PermissionDeniedError,
-    RateLimitedError,
-    SandboxUnavailableError,
     SecretStoreError,
-    TemporaryBrokerError,
 )
 from guard_app.core.models import Market
 from guard_app.core.secrets import ApiKeys, SecretStore, UnreadableKeysError
 from guard_app.exchanges.catalog import exchange_ids, needs_passphrase, sandbox_offered
 from guard_app.gui.keyring_help import keyring_help, keyring_title
+from guard_app.gui.model.account_form import (
+    TEXT_FIELDS,
+    ConnectionTestTimeout,
+    connection_test_timeout,
+    describe_test_failure,
+    field_for_key,
+    form_to_account,
+)
 
 log = logging.getLogger(__name__)
 
 ERROR_STYLE = "color: #c62828;"
-FIELDS = (
-    "id", "user", "exchange", "market", "quote", "max_positions", "max_notional",
-    "user_max_positions", "min_position_value", "ignore_assets", "sandbox", "ccxt",
-    "api_key", "secret", "password",
-)
 
 # Key status of an account, shown in the list and the keys box.
 STORED, MISSING, UNREADABLE, KEYRING_DOWN = "stored", "missing", "unreadable", "keyring"
 
 
-def describe_test_failure(exc: BaseException) -> str:
-    """One plain line for a failed connection test. Never contains key material."""
-    if isinstance(exc, SandboxUnavailableError):
-        return "sandbox not offered by this exchange: untick 'Sandbox / testnet'"
-    if isinstance(exc, NeedsUserError):
-        if isinstance(exc, PermissionDeniedError):  # the key itself was accepted
-            return (f"no permission: the key was accepted but may not read this account "
-                    f"({exc.reason}); enable reading in the exchange's API settings")
-        return f"wrong key or secret: the exchange refused them ({exc.reason})"
-    if isinstance(exc, RateLimitedError):
-        return "the exchange is rate limiting this address: wait a minute and test again"
-    if isinstance(exc, TemporaryBrokerError):
-        return f"exchange unreachable: {exc.reason}"
-    if isinstance(exc, BrokerError):
-        return f"test failed: {exc.reason}"
-    if isinstance(exc, SecretStoreError):
-        return f"can't read the stored keys: {exc}"
-    return f"test failed: unexpected {type(exc).__name__}"
-
-
-def _number_or_text(text: str) -> Any:
-    """A number when the text is one; otherwise the text, so the loader names the problem."""
-    value = text.strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
 class _ErrorLabel(QLabel):
-    """A red line under a field; hidden while empty."""
+    """A red line under a field; hidden while empty.
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    With ``reserve`` (the per-field messages) the line keeps its one-line height even
+    while empty, so a message appearing as you type never pushes the fields below it
+    down (a click would land in the wrong field); long messages are cut, the whole
+    text is in the tooltip.
+    """
+
+    def __init__(self, parent: QWidget | None = None, *, reserve: bool = False) -> None:
         super().__init__(parent)
         self.setStyleSheet(ERROR_STYLE)
-        self.setWordWrap(True)
-        self.hide()
+        self._reserve = reserve
+        self.setWordWrap(not reserve)
+        if reserve:
+            self.setFixedHeight(self.fontMetrics().height() + 2)
+            self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        else:
+            self.hide()
 
     def set_error(self, text: str) -> None:
         self.setText(text)
-        self.setVisible(bool(text))
+        self.setToolTip(text)
+        if not self._reserve:
+            self.setVisible(bool(text))
 
 
 class AccountsDialog(QDialog):
@@ -301,7 +276,7 @@ class AccountsDialog(QDialog):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addWidget(self.fields[key])
-        label = _ErrorLabel()
+        label = _ErrorLabel(reserve=True)
         label.setObjectName(f"error-{key}")
         layout.addWidget(label)
         self.errors[key] = label
@@ -522,40 +497,12 @@ class AccountsDialog(QDialog):
 
     def _form_data(self) -> tuple[dict[str, Any], Any, dict[str, str]]:
         """(account table, user cap, errors found before the loader can look)."""
-        local: dict[str, str] = {}
         existing = (self._doc.account_data(self._editing_id)
                     if self._doc and self._editing_id else None) or {}
-        data: dict[str, Any] = {
-            "id": self._text("id") or None,
-            "user": self._text("user") or None,
-            "exchange": self._text("exchange") or None,
-            "market": self._text("market"),
-            "quote": self._text("quote") or None,
-            "max_positions": _number_or_text(self._text("max_positions")),
-            "max_notional": _number_or_text(self._text("max_notional")),
-            "min_position_value": _number_or_text(self._text("min_position_value")),
-        }
-        assets = [a.strip() for a in self._text("ignore_assets").split(",") if a.strip()]
-        data["ignore_assets"] = assets
         sandbox = self.fields["sandbox"]
         assert isinstance(sandbox, QCheckBox)  # noqa: S101
-        data["sandbox"] = sandbox.isChecked()
-        raw_ccxt = self._text("ccxt")
-        if raw_ccxt:
-            try:
-                data["ccxt"] = json.loads(raw_ccxt)
-            except ValueError as exc:
-                line = getattr(exc, "lineno", None)
-                where = f" (line {line})" if line else ""
-                msg = getattr(exc, "msg", "")
-                local["ccxt"] = f"not valid JSON{where}: {msg}".rstrip(": ")
-        # Defaults are written only where the user's file already had the key.
-        defaults: dict[str, Any] = {"market": "spot", "quote": None, "min_position_value": None,
-                    "ignore_assets": [], "sandbox": False}
-        for key, default in defaults.items():
-            if data.get(key) == default and key not in existing:
-                data.pop(key, None)
-        return data, _number_or_text(self._text("user_max_positions")), local
+        texts = {key: self._text(key) for key in TEXT_FIELDS}
+        return form_to_account(texts, sandbox=sandbox.isChecked(), existing=existing)
 
     def _trial(self) -> tuple[ConfigDocument, dict[str, Any]]:
         """The document with the form applied; ConfigError names the first problem."""
@@ -576,17 +523,7 @@ class AccountsDialog(QDialog):
     @staticmethod
     def field_for_key(key: str) -> tuple[str | None, str]:
         """The form field a ConfigError key belongs to, and the rest of the key."""
-        if re.fullmatch(r"users\.[^.]+\.(max_positions|max_notional)", key):
-            return "user_max_positions", ""
-        if re.fullmatch(r"users\.[^.]+", key):
-            return "user", ""
-        match = re.fullmatch(r"(?:accounts\[\d+\]\.)?([A-Za-z_]+)(.*)", key)
-        if match and match.group(1) in FIELDS:
-            rest = match.group(2)
-            # ccxt.apiKey -> "apiKey"; ignore_assets[2] needs no prefix: the problem
-            # quotes the bad value.
-            return match.group(1), rest[1:] if rest.startswith(".") else ""
-        return None, key
+        return field_for_key(key)
 
     def field_error(self, key: str) -> str:
         """The error shown under a field ("" when none)."""
@@ -780,8 +717,13 @@ class AccountsDialog(QDialog):
                 return "no keys stored for this account: enter them first"
         assert keys is not None  # noqa: S101 - start_test checked
         broker = make_broker(account, keys)  # SandboxUnavailableError when there is none
+        limit = connection_test_timeout(account)
         try:
-            check = await broker.check_connection()
+            # ccxt's timeout bounds each request; the test as a whole (markets, then the
+            # account) gets the same bound, so it always ends: answer, failure or timeout.
+            check = await asyncio.wait_for(broker.check_connection(), limit)
+        except TimeoutError as exc:
+            raise ConnectionTestTimeout(limit) from exc
         finally:
             await broker.aclose()
         dust = f" (and {check.dust} dust)" if check.dust else ""

@@ -1,8 +1,9 @@
 """The Activity view: the audit journal, newest first, filterable by account or user.
 
-Reads the GUI thread's own StateStore (``host.state()``) incrementally with
-``after_id``, so a refresh only fetches what is new; the model inserts those rows at
-the top instead of rebuilding the table.
+It follows the enforcer's events: the journal observer re-emits every entry it writes
+as ``JournalWritten`` and :meth:`ActivityView.add` puts it at the top of the table
+(nothing polls the database). The history already in the journal is read once, when
+the view is built, and again only when the trader picks another filter.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sized
 
-from PySide6.QtCore import QModelIndex, Qt, QTimer
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QBrush
 from PySide6.QtWidgets import (
     QComboBox,
@@ -40,7 +41,8 @@ _KIND_STATE = {
     "intervention": "over_cap",
 }
 MAX_ROWS = 2000
-REFRESH_MS = 2000
+# The time column always shows a whole "23:59:59" (it was once cut to "17…").
+_TIME_SAMPLE = "00:00:00"
 
 
 class ActivityModel(ReadOnlyTableModel):
@@ -126,16 +128,16 @@ class ActivityView(QWidget):
         self.table.setWordWrap(False)
         self.table.verticalHeader().setDefaultSectionSize(20)
         hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        metrics = self.table.fontMetrics()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        hh.resizeSection(0, metrics.horizontalAdvance(_TIME_SAMPLE) + 24)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        hh.resizeSection(1, metrics.horizontalAdvance("alice-binance-futures") + 24)
         hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Fixed)
-        hh.resizeSection(2, 130)
+        hh.resizeSection(2, metrics.horizontalAdvance("order rejected") + 24)
         hh.setStretchLastSection(True)
         layout.addWidget(self.table)
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.refresh)
-        self._timer.start()
+        self.refresh()  # the history, once; new entries come from add()
 
     def set_choices(self, users: list[str], accounts: list[str]) -> None:
         current = self.filter.currentData()
@@ -159,15 +161,29 @@ class ActivityView(QWidget):
         self.model.clear()
         self.refresh()
 
-    def refresh(self) -> None:
-        """Fetch journal entries newer than the newest one shown."""
+    def _shown(self, entry: JournalEntry) -> bool:
         chosen = str(self.filter.currentData() or "")
-        kw: dict[str, str] = {}
-        if chosen:
-            kind, _, name = chosen.partition(":")
-            kw["user" if kind == "user" else "account_id"] = name
+        if not chosen:
+            return True
+        kind, _, name = chosen.partition(":")
+        return (entry.user if kind == "user" else entry.account_id) == name
+
+    def add(self, entry: JournalEntry) -> None:
+        """A journal entry just written (from a ``JournalWritten`` event)."""
+        last = self.model.last_id
+        if (last is not None and entry.id <= last) or not self._shown(entry):
+            return  # already shown (read with the history), or filtered out
+        self.model.prepend([entry])
+
+    def refresh(self) -> None:
+        """Read journal entries newer than the newest one shown (the history at start)."""
+        chosen = str(self.filter.currentData() or "")
+        kind, _, name = chosen.partition(":")
+        user = name if chosen and kind == "user" else None
+        account_id = name if chosen and kind != "user" else None
         try:
-            entries = self._state().entries(limit=MAX_ROWS, after_id=self.model.last_id, **kw)
+            entries = self._state().entries(limit=MAX_ROWS, after_id=self.model.last_id,
+                                            user=user, account_id=account_id)
         except Exception:
             log.exception("could not read the journal for the Activity view")
             return

@@ -10,7 +10,7 @@ the host runs next to ``Enforcer.run`` on the enforcer's own loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from PySide6.QtCore import Signal, Slot
@@ -37,15 +37,22 @@ log = logging.getLogger("guard_app.gui.api")
 
 
 class ApiStateLike(Protocol):
-    on: bool
-    url: str | None
-    problem: str | None
+    """On and where, or off and why (read-only)."""
+
+    @property
+    def on(self) -> bool: ...
+
+    @property
+    def url(self) -> str | None: ...
+
+    @property
+    def problem(self) -> str | None: ...
 
 
 class ApiController(Protocol):
     """What the panel needs (``guard_app.api.desktop.DesktopApi`` fits)."""
 
-    on_change: object
+    on_change: Callable[[], None] | None
 
     def describe(self) -> ApiStateLike: ...
 

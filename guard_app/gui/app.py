@@ -16,13 +16,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import qasync
-from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtWidgets import QApplication, QDialog, QMessageBox, QSystemTrayIcon, QWidget
 
 import guard_app.exchanges  # noqa: F401 - wires ccxt's exchange ids into the config check
 from guard_app import APP_NAME, ExitCode
@@ -33,12 +34,14 @@ from guard_app.core.paths import default_config_path, default_data_dir
 from guard_app.core.secrets import SecretStore
 from guard_app.core.state import open_state
 from guard_app.gui.accounts_dialog import AccountsDialog
+from guard_app.gui.api_panel import ApiController, ApiPanel, LoopCompanion
 from guard_app.gui.dashboard_model import DashboardModel
 from guard_app.gui.enforcer_host import EnforcerHost
 from guard_app.gui.excepthook import ExceptionHook
-from guard_app.gui.first_run import first_run_choice
+from guard_app.gui.first_run import FirstRunDialog
 from guard_app.gui.icons import app_icon
 from guard_app.gui.main_window import MainWindow
+from guard_app.gui.theme import follow_system
 from guard_app.gui.tray import Tray
 
 log = logging.getLogger("guard_app.gui")
@@ -91,6 +94,15 @@ def tray_available() -> bool:
     return bool(QSystemTrayIcon.isSystemTrayAvailable())
 
 
+# Builds the remote API's desktop side (``guard_app.api.desktop.DesktopApi``): the CLI,
+# which sits above both the GUI and the API, passes it in; the GUI never imports the API.
+ApiFactory = Callable[[AppConfig, Path, SecretStore, "Path | None"], "DesktopApiLike"]
+
+
+class DesktopApiLike(ApiController, LoopCompanion, Protocol):
+    """The API's companion on the enforcer's loop that is also the status strip's controller."""
+
+
 def build_app(
     config: AppConfig,
     data_dir: Path,
@@ -99,13 +111,18 @@ def build_app(
     config_path: Path | None = None,
     start: bool = True,
     stall_after: float = 15.0,
+    api_factory: ApiFactory | None = None,
 ) -> AppParts:
     """Construct host, model, window and tray, wire them, and start the enforcer."""
-    host = EnforcerHost(config, data_dir, secrets, stall_after=stall_after)
+    api = api_factory(config, data_dir, secrets, config_path) if api_factory else None
+    host = EnforcerHost(config, data_dir, secrets, stall_after=stall_after,
+                        companions=[api] if api is not None else ())
     model = DashboardModel(host)
     window = MainWindow(host, model)
+    if api is not None:
+        window.strip.add_panel(ApiPanel(api))
     window.setWindowIcon(app_icon())
-    tray = Tray(window, host, model)
+    tray = Tray(window, host, model, window.commands)  # one Actions for window and tray
     parts = AppParts(host, model, window, tray, config_path, secrets)
 
     has_tray = tray_available()
@@ -139,12 +156,12 @@ def _freeze_long_lived_objects_after_first_cycle(host: EnforcerHost) -> None:
     """
     def on_event(event: object) -> None:
         if isinstance(event, CycleFinished):
-            host.event.disconnect(on_event)
+            host.enforcer_event.disconnect(on_event)
             gc.collect()
             gc.freeze()
             log.debug("long-lived objects frozen for the garbage collector")
 
-    host.event.connect(on_event)
+    host.enforcer_event.connect(on_event)
 
 
 def _say_once_no_tray(window: MainWindow) -> None:
@@ -161,12 +178,9 @@ def open_accounts_dialog(parts: AppParts) -> QWidget | None:
         return None
     dialog = AccountsDialog(parts.config_path, parts.secrets, parts.window)
 
-    def saved(cfg: AppConfig) -> None:
-        parts.host.update_config(cfg)
-        parts.model.dashboard.set_config(cfg)
-        parts.model.set_config(cfg)
-
-    dialog.saved.connect(saved)
+    # Applied once: the host takes it and announces config_changed, which the
+    # dashboard model and the tray follow.
+    dialog.saved.connect(parts.host.update_config)
     dialog.finished.connect(lambda _r: parts.dialogs.remove(dialog)
                             if dialog in parts.dialogs else None)
     parts.dialogs.append(dialog)
@@ -174,16 +188,9 @@ def open_accounts_dialog(parts: AppParts) -> QWidget | None:
     return dialog
 
 
-def active_unwinds(host: EnforcerHost) -> list[str]:
-    try:
-        return sorted(host.state().forced_unwind_flags())
-    except StateError:
-        return []
-
-
-def confirm_quit(parent: QWidget | None, host: EnforcerHost) -> bool:
+def confirm_quit(parent: QWidget | None, model: DashboardModel) -> bool:
     """Ask before quitting while a forced unwind is active; True to quit."""
-    users = active_unwinds(host)
+    users = sorted(n for n, u in model.dashboard.users.items() if u.forced_unwind)
     if not users:
         return True
     names = ", ".join(users)
@@ -205,8 +212,12 @@ def confirm_quit(parent: QWidget | None, host: EnforcerHost) -> bool:
 
 
 def request_quit(parts: AppParts) -> None:
-    if confirm_quit(parts.window, parts.host):
+    if confirm_quit(parts.window, parts.model):
         log.info("quitting guard-app")
+        # Qt 6's quit() first offers every window a close event: the window must accept
+        # it now instead of asking again. (quit(), unlike exit(), does nothing when no
+        # event loop runs.)
+        parts.window.set_quitting()
         QApplication.quit()
 
 
@@ -232,24 +243,45 @@ def save_geometry(window: QWidget, settings: QSettings) -> None:
 
 # -- start-up -------------------------------------------------------------------------
 
-def _error_dialog(title: str, text: str, detail: str = "") -> None:
+async def _answered(dialog: QDialog) -> int:
+    """Show a start-up dialog and wait for its answer on the running loop.
+
+    Awaited, not ``exec()``-ed: no nested event loop, so coroutines started from the
+    dialog (the accounts dialog's Test connection) run on the app's one loop.
+    """
+    answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def finished(result: int) -> None:
+        if not answer.done():
+            answer.set_result(int(result))
+
+    dialog.finished.connect(finished)
+    dialog.setWindowModality(Qt.WindowModality.ApplicationModal)
+    dialog.show()
+    try:
+        return await answer
+    finally:
+        dialog.deleteLater()
+
+
+async def _error_dialog(title: str, text: str, detail: str = "") -> None:
     box = QMessageBox(QMessageBox.Icon.Critical, title, text)
     box.setObjectName("startup-error")
     if detail:
         box.setInformativeText(detail)
-    box.exec()
+    await _answered(box)
 
 
-def _create_config_interactively(config_path: Path, secrets: SecretStore) -> bool:
-    dialog = AccountsDialog(config_path, secrets, None)
-    dialog.exec()
-    return config_path.exists()
+async def _create_config_interactively(config_path: Path, secrets: SecretStore) -> bool:
+    await _answered(AccountsDialog(config_path, secrets, None))
+    return _exists(config_path)
 
 
 def _install_quit_signals(app: QApplication) -> QTimer:
     """SIGINT/SIGTERM quit cleanly (the enforcer stops after its requests in flight)."""
     def on_signal(_signum: int, _frame: Any) -> None:
-        QTimer.singleShot(0, app.quit)
+        # A deliberate stop from outside: no questions (the flags stay stored).
+        QTimer.singleShot(0, lambda: app.exit(EXIT_OK))
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
@@ -260,25 +292,37 @@ def _install_quit_signals(app: QApplication) -> QTimer:
     return ticker
 
 
-def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, Any]:
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The config file and data dir the command line names, else the defaults."""
+    config_arg = getattr(args, "config", None)
+    data_arg = getattr(args, "data_dir", None)
+    config_path = Path(config_arg).expanduser() if config_arg else default_config_path()
+    data_dir = Path(data_arg).expanduser() if data_arg else default_data_dir()
+    return config_path, data_dir
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, Any]:
     """Decide what to run: ("run", (config_path, data_dir, secrets, demo_world)),
     or ("exit", code) when the user quit or the config can't be used."""
     config_path: Path | None = None
     data_dir: Path | None = None
     secrets: SecretStore | None = None
     if not demo:
-        config_arg = getattr(args, "config", None)
-        data_arg = getattr(args, "data_dir", None)
-        config_path = Path(config_arg).expanduser() if config_arg else default_config_path()
-        data_dir = Path(data_arg).expanduser() if data_arg else default_data_dir()
+        config_path, data_dir = _paths(args)
         secrets = SecretStore()
-        if not config_path.exists():
-            choice = first_run_choice(None)
+        if not _exists(config_path):
+            welcome = FirstRunDialog(None)
+            await _answered(welcome)
+            choice = welcome.choice
             if choice == "quit":
                 return "exit", EXIT_OK
             if choice == "demo":
                 demo = True
-            elif not _create_config_interactively(config_path, secrets):
+            elif not await _create_config_interactively(config_path, secrets):
                 return "exit", EXIT_OK
     demo_world: Any = None
     if demo:
@@ -291,58 +335,107 @@ def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, Any]:
     return "run", (config_path, data_dir, secrets, demo_world)
 
 
-def run_app(args: argparse.Namespace, *, demo: bool = False) -> int:
+def run_app(args: argparse.Namespace, *, demo: bool = False,
+            on_started: Callable[[AppParts], None] | None = None,
+            api_factory: ApiFactory | None = None) -> int:
     """Run the desktop app until it quits; returns the process exit code.
 
     0 after a normal quit (or when the user chose to quit at first run), 2 when the
     config file or the state database can't be used (after saying why in a dialog).
+
+    The theme and the qasync event loop exist before the first window: the first-run
+    dialog's "Test connection" is a coroutine on that loop, and it would never run
+    if the dialog were shown before the loop. Start-up itself is the loop's first
+    task and awaits each dialog's answer (no nested event loops).
+    ``on_started`` (tests, benchmarks) gets the running app once the window is shown.
     """
     started = time.monotonic()
     app = _make_application()
+    follow_system(app)
     hook = ExceptionHook(app)
     hook.install()
-    demo_world: Any = None
-    parts: AppParts | None = None
-    try:
-        what, value = _resolve_config(args, demo)
-        if what == "exit":
-            return int(value)
-        config_path, data_dir, secrets, demo_world = value
-        try:
-            config = load_config(config_path)
-        except ConfigError as exc:
-            _error_dialog("guard-app: the config file has a problem",
-                          str(exc) if exc.source else f"{config_path}: {exc}",
-                          "Fix this key in the config file and start guard-app again.")
-            return EXIT_BAD
-        try:
-            open_state(data_dir, config.state).close()  # fail now, loudly, not in the worker
-        except StateError as exc:
-            _error_dialog("guard-app: the state database can't be used", str(exc))
-            return EXIT_BAD
+    # Closing the last start-up dialog must not end the app before the window exists;
+    # build_app sets the real rule (with a tray, closing the window only hides it).
+    app.setQuitOnLastWindowClosed(False)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    _install_quit_signals(app)
+    run = _Run()
 
-        loop = qasync.QEventLoop(app)
-        asyncio.set_event_loop(loop)
-        _install_quit_signals(app)
-        parts = build_app(config, data_dir, secrets, config_path=config_path)
-        hook.parent_widget = parts.window
-        settings = QSettings(ORG_NAME, APP_NAME)
-        restore_geometry(parts.window, settings)
-        window = parts.window
-        app.aboutToQuit.connect(lambda: save_geometry(window, settings))
-        window.show()
+    async def start() -> None:
+        try:
+            code = await _start(args, demo, run, hook, api_factory)
+        except Exception as exc:  # re-raised by run_app after the loop ends
+            run.error = exc
+            code = EXIT_BAD
+        if code is not None:
+            run.code = code
+            app.exit(code)
+            return
+        assert run.parts is not None  # noqa: S101 - _start returns None only when running
         if os.environ.get(EXIT_AFTER_SHOWN_ENV):
             def report_shown() -> None:
                 print(f"GUARD_APP_SHOWN {time.monotonic() - started:.3f}", flush=True)
-                app.quit()
+                app.exit(EXIT_OK)
 
             QTimer.singleShot(0, report_shown)
+        if on_started is not None:
+            parts = run.parts
+            QTimer.singleShot(0, lambda: on_started(parts))  # outside the start-up task
+
+    starting = loop.create_task(start())  # a strong reference until the loop ends
+    try:
         with loop:
             loop.run_forever()
-        return EXIT_OK
+        del starting
+        if run.error is not None:
+            raise run.error
+        return run.code
     finally:
-        if parts is not None:
-            parts.shutdown()
-        if demo_world is not None:
-            demo_world.stop()
+        if run.parts is not None:
+            run.parts.shutdown()
+        if run.demo_world is not None:
+            run.demo_world.stop()
         hook.uninstall()
+
+
+@dataclass
+class _Run:
+    """What start-up made, for run_app to clean up after the loop ends."""
+
+    code: int = EXIT_OK
+    parts: AppParts | None = None
+    demo_world: Any = None
+    error: BaseException | None = None
+
+
+async def _start(args: argparse.Namespace, demo: bool, run: _Run,
+                 hook: ExceptionHook, api_factory: ApiFactory | None = None) -> int | None:
+    """First run, config, state database, then the window. None: the app runs; else exit code."""
+    what, value = await _resolve_config(args, demo)
+    if what == "exit":
+        return int(value)
+    config_path, data_dir, secrets, run.demo_world = value
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        await _error_dialog("guard-app: the config file has a problem",
+                      str(exc) if exc.source else f"{config_path}: {exc}",
+                      "Fix this key in the config file and start guard-app again.")
+        return EXIT_BAD
+    try:
+        open_state(data_dir, config.state).close()  # fail now, loudly, not in the worker
+    except StateError as exc:
+        await _error_dialog("guard-app: the state database can't be used", str(exc))
+        return EXIT_BAD
+    run.parts = parts = build_app(config, data_dir, secrets, config_path=config_path,
+                                  api_factory=api_factory)
+    hook.parent_widget = parts.window
+    settings = QSettings(ORG_NAME, APP_NAME)
+    restore_geometry(parts.window, settings)
+    window = parts.window
+    app = QApplication.instance()
+    if isinstance(app, QApplication):
+        app.aboutToQuit.connect(lambda: save_geometry(window, settings))
+    window.show()
+    return None

@@ -43,13 +43,12 @@ class DashboardModel(QObject):
         self._timer.setInterval(COALESCE_MS)
         self._timer.timeout.connect(self._flush)
         self._worst = self.dashboard.worst_state()
-        host.event.connect(self._on_event)
+        host.enforcer_event.connect(self._on_event)
         host.stalled.connect(self._on_stalled)
         host.running_changed.connect(self._on_running)
         config_changed = getattr(host, "config_changed", None)
         if config_changed is not None:
             config_changed.connect(self.set_config)
-        self.refresh_flags()
         self.refresh_metrics()
 
     # -- inputs -----------------------------------------------------------------------
@@ -57,7 +56,10 @@ class DashboardModel(QObject):
     def _on_event(self, event: EnforcerEvent) -> None:
         changed = self.dashboard.apply(event)
         if isinstance(event, FlagsChanged):
-            self.refresh_flags()
+            # The one source of truth for forced unwinds: the enforcer's announcement
+            # carries the stored flag records (no re-read of the database here).
+            changed |= {a for u in self.dashboard.users for a in self._accounts_of(u)}
+            self.flags_changed.emit({f.user: f for f in event.flags})
         elif isinstance(event, CycleFinished):
             self.refresh_metrics()
         self._mark(changed)
@@ -75,19 +77,7 @@ class DashboardModel(QObject):
 
         if isinstance(config, AppConfig):
             self.dashboard.set_config(config)
-            self.refresh_flags()
             self._mark(set(self.dashboard.accounts) | {SUMMARY, "config"})
-
-    def refresh_flags(self) -> None:
-        """Re-read the forced-unwind flags from the host's state database."""
-        try:
-            flags = self.host.state().forced_unwind_flags()
-        except Exception:  # a busy or broken database must not break the window
-            log.exception("could not read the forced-unwind flags")
-            return
-        self.dashboard.set_flags(flags)
-        self.flags_changed.emit(flags)
-        self._mark({SUMMARY} | {a for u in flags for a in self._accounts_of(u)})
 
     def refresh_metrics(self) -> None:
         try:
@@ -125,7 +115,10 @@ class DashboardModel(QObject):
         self._timer.stop()
         self.flushing = True
         try:
-            self._flush()
+            # Emitted even with nothing new: a view still drawing an earlier change in
+            # slices (the window's off-screen panels) finishes it now.
+            dirty, self._dirty = self._dirty, set()
+            self.changed.emit(dirty)
         finally:
             self.flushing = False
 

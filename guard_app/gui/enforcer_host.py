@@ -93,6 +93,8 @@ class _Worker(QThread):
         # collector on whatever thread it runs, and a QObject with timers destroyed off
         # the GUI thread leaves Qt a dangling timer (a crash seen in the GUI tests).
         make, self.make = self.make, None
+        if make is None:  # run() twice: the first run used it
+            return
         try:
             enforcer = make(self.observe)
         except BaseException as exc:  # noqa: BLE001 - reported like any other death
@@ -147,7 +149,7 @@ class _Worker(QThread):
 class EnforcerHost(QObject):
     """Owns the enforcer's worker thread; the GUI's only way to talk to the enforcer."""
 
-    event = Signal(object)  # every EnforcerEvent, delivered queued on the GUI thread
+    enforcer_event = Signal(object)  # every EnforcerEvent, delivered queued on the GUI thread
     stalled = Signal(float)  # no heartbeat for stall_after s (arg: seconds since last)
     crashed = Signal(str)  # the worker died unexpectedly; the host restarts it
     running_changed = Signal(bool)
@@ -356,7 +358,7 @@ class EnforcerHost(QObject):
     def _on_worker_event(self, event: EnforcerEvent) -> None:
         if isinstance(event, CycleFinished):
             self._crashes = 0
-        self.event.emit(event)
+        self.enforcer_event.emit(event)
 
     @Slot(int, str)
     def _on_worker_failed(self, generation: int, reason: str) -> None:

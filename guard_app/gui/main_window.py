@@ -26,12 +26,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from guard_app.core.events import JournalWritten
 from guard_app.gui.account_panel import AccountPanel, ago, duration
+from guard_app.gui.actions import Actions
 from guard_app.gui.activity import ActivityView
 from guard_app.gui.dashboard_model import DashboardModel
-from guard_app.gui.model.dashboard import SUMMARY, AccountState, Dashboard, UserView
+from guard_app.gui.model.dashboard import (
+    SUMMARY,
+    AccountState,
+    Dashboard,
+    UserTotals,
+    UserView,
+)
 from guard_app.gui.theme import BIG_NUMBER, HEADING, scaled_font, state_colour
-from guard_app.gui.unwind_dialog import confirm_unwind
 
 if TYPE_CHECKING:
     from guard_app.gui.enforcer_host import EnforcerHost
@@ -44,6 +51,18 @@ def _restyle(widget: QWidget, role: str) -> None:
         widget.setProperty("role", role)
         widget.style().unpolish(widget)
         widget.style().polish(widget)
+
+
+def totals_text(totals: UserTotals, quote: str) -> str:
+    """A user's sums, never a guess: a missing account makes them "at least"."""
+    if totals.unread and totals.count == 0 and not totals.stale and totals.notional == 0:
+        return f"positions not known ({len(totals.unread)} not read)"
+    sums = f"{totals.count} positions, {totals.notional:,.0f} {quote}"
+    if totals.unread:
+        sums = f"at least {sums} ({', '.join(totals.unread)} not read)"
+    if totals.stale:
+        sums += f" ({', '.join(totals.stale)}: last known, read failed since)"
+    return sums
 
 
 class UserSection(QWidget):
@@ -72,7 +91,7 @@ class UserSection(QWidget):
         self.button.setAutoDefault(False)
         self.button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.button.setMinimumHeight(36)
-        self.button.clicked.connect(lambda: window._unwind_clicked(self.user))
+        self.button.clicked.connect(lambda: window.commands.toggle_unwind(self.user))
         head.addWidget(self.name)
         head.addSpacing(12)
         head.addWidget(self.caps)
@@ -91,11 +110,9 @@ class UserSection(QWidget):
     def update_from(self, dashboard: Dashboard) -> None:
         user = dashboard.users[self.user]
         views = dashboard.accounts_of(self.user)
-        count = sum(v.position_count for v in views)
-        notional = sum(v.notional for v in views)
         quote = views[0].config.quote if views else ""
         parts = [f"{len(views)} account{'s' if len(views) != 1 else ''}",
-                 f"{count} positions, {notional:,.0f} {quote}"]
+                 totals_text(dashboard.user_totals(self.user), quote)]
         if user.caps.max_positions is not None:
             parts.append(f"user cap {user.caps.max_positions} positions")
         if user.caps.max_notional is not None:
@@ -129,6 +146,7 @@ class StatusStrip(QFrame):
     def __init__(self, host: EnforcerHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("status-strip")
+        self.setProperty("role", "status-strip")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(16, 8, 16, 8)
         layout.setSpacing(22)
@@ -150,6 +168,12 @@ class StatusStrip(QFrame):
             layout.addWidget(w)
         layout.addStretch(1)
         self._overall_state = ""
+
+    def add_panel(self, panel: QWidget) -> None:
+        """A panel at the strip's right end (the remote API's: on and where)."""
+        layout = self.layout()
+        if layout is not None:
+            layout.addWidget(panel)
 
     def update_from(self, dashboard: Dashboard, now: float | None = None) -> None:
         now = now or time.time()
@@ -197,8 +221,12 @@ class StatusStrip(QFrame):
             text = "KEYS MISSING"
         elif not views:
             text = "NO ACCOUNTS"
+        elif any(v.state is AccountState.PENDING for v in views):
+            # Never "ALL OK" while an account has not been read (DESIGN rule 16).
+            pending = sum(v.state is AccountState.PENDING for v in views)
+            text = f"CHECKING… {pending} NOT READ YET"
         else:
-            text = f"ALL {len(views)} OK" if worst_state is AccountState.OK else "CHECKING…"
+            text = f"ALL {len(views)} OK"
         self.overall.setText(text)
         state = worst_state.value if worst_state is not AccountState.PENDING else "no_keys"
         if state != self._overall_state:
@@ -213,11 +241,15 @@ class MainWindow(QMainWindow):
     quit_requested = Signal()
 
     def __init__(self, host: EnforcerHost, model: DashboardModel,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, actions: Actions | None = None) -> None:
         super().__init__(parent)
         self.host = host
         self.model = model
+        # Shared with the tray (build_app passes one); confirmations parent to this window.
+        self.commands = actions or Actions(host, model, lambda: self, self)
+        self.commands.paused_changed.connect(self._show_paused)
         self._hide_on_close = False
+        self._quitting = False
         self.setWindowTitle("guard-app")
         self.resize(1360, 860)
 
@@ -228,16 +260,16 @@ class MainWindow(QMainWindow):
         self.sections_layout = QVBoxLayout(self.sections_widget)
         self.sections_layout.setContentsMargins(16, 12, 16, 12)
         self.sections_layout.setSpacing(14)
-        self.scroll = QScrollArea()
-        self.scroll.setObjectName("accounts")
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setWidget(self.sections_widget)
-        self.scroll.verticalScrollBar().valueChanged.connect(self._redraw_newly_visible)
+        self.accounts_area = QScrollArea()
+        self.accounts_area.setObjectName("accounts")
+        self.accounts_area.setWidgetResizable(True)
+        self.accounts_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.accounts_area.setWidget(self.sections_widget)
+        self.accounts_area.verticalScrollBar().valueChanged.connect(self._redraw_newly_visible)
         self.activity = ActivityView(host.state)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.scroll)
+        splitter.addWidget(self.accounts_area)
         splitter.addWidget(self.activity)
         splitter.setStretchFactor(0, 4)
         splitter.setStretchFactor(1, 1)
@@ -260,6 +292,7 @@ class MainWindow(QMainWindow):
         self.sections: dict[str, UserSection] = {}
         self._rebuild_sections()
         model.changed.connect(self._on_changed)
+        host.enforcer_event.connect(self._on_event)
         self._clock = QTimer(self)
         self._clock.setInterval(1000)
         self._clock.timeout.connect(self._tick)
@@ -284,7 +317,7 @@ class MainWindow(QMainWindow):
         enforcement.addAction(self.check_now_action)
         self.pause_action = QAction("&Pause enforcement", self)
         self.pause_action.setCheckable(True)
-        self.pause_action.toggled.connect(self._pause_toggled)
+        self.pause_action.toggled.connect(self.commands.set_paused)
         enforcement.addAction(self.pause_action)
 
     def _rebuild_sections(self) -> None:
@@ -343,15 +376,15 @@ class MainWindow(QMainWindow):
             self._panel_timer.start()
         if SUMMARY in changed:
             users_touched = set(self.sections)
-            self.activity.refresh()
         for name in users_touched:
             self.sections[name].update_from(dashboard)
         self.strip.update_from(dashboard)
-        paused = dashboard.summary.paused
-        if self.pause_action.isChecked() != paused and not self.pause_action.signalsBlocked():
-            self.pause_action.blockSignals(True)
-            self.pause_action.setChecked(paused)
-            self.pause_action.blockSignals(False)
+        if not self.pause_action.signalsBlocked():
+            self._show_paused(dashboard.summary.paused)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, JournalWritten):
+            self.activity.add(event.entry)
 
     def _update_stale_panels(self, *, all_now: bool = False) -> None:
         """Redraw changed account panels without freezing the window.
@@ -402,37 +435,19 @@ class MainWindow(QMainWindow):
 
     # -- actions ------------------------------------------------------------------------
 
-    def _pause_toggled(self, paused: bool) -> None:
-        if paused:
-            self.host.pause()
-        else:
-            self.host.resume()
-
-    def _unwind_clicked(self, user: str) -> None:
-        if self.model.dashboard.users[user].forced_unwind:
-            self.request_unwind_off(user)
-        else:
-            self.request_unwind(user)
+    def _show_paused(self, paused: bool) -> None:
+        if self.pause_action.isChecked() != paused:
+            self.pause_action.blockSignals(True)
+            self.pause_action.setChecked(paused)
+            self.pause_action.blockSignals(False)
 
     def request_unwind(self, user: str) -> bool:
-        """Ask, then turn ``user``'s forced unwind on. True when it was turned on."""
-        self.model.flush()
-        if not confirm_unwind(self, user, self.model.dashboard):
-            return False
-        self.host.set_forced_unwind(user, True, by="gui", reason="Forced Unwind in the window")
-        self.model.refresh_flags()
-        self.model.flush()
-        return True
+        """Ask, then turn ``user``'s forced unwind on (see :class:`Actions`)."""
+        return self.commands.request_unwind(user)
 
     def request_unwind_off(self, user: str) -> bool:
-        """Ask, then turn ``user``'s forced unwind off. True when it was turned off."""
-        self.model.flush()
-        if not confirm_unwind(self, user, self.model.dashboard, turning_off=True):
-            return False
-        self.host.set_forced_unwind(user, False, by="gui", reason="turned off in the window")
-        self.model.refresh_flags()
-        self.model.flush()
-        return True
+        """Ask, then turn ``user``'s forced unwind off (see :class:`Actions`)."""
+        return self.commands.request_unwind_off(user)
 
     def unwind_button(self, user: str) -> QPushButton:
         return self.sections[user].button
@@ -442,7 +457,14 @@ class MainWindow(QMainWindow):
     def set_hide_on_close(self, hide: bool) -> None:
         self._hide_on_close = hide
 
+    def set_quitting(self) -> None:
+        """The app is quitting (already confirmed): closing now really closes."""
+        self._quitting = True
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self._quitting:
+            event.accept()
+            return
         if self._hide_on_close:
             event.ignore()
             self.hide()

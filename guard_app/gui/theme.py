@@ -1,7 +1,8 @@
 """Light and dark looks that follow the system, one font scale, the state colours.
 
-``apply_theme(app)`` is called once at start-up (and again when the system switches
-between light and dark). It picks Fusion (the same widgets everywhere), a palette,
+``apply_theme(app)`` is called by :func:`guard_app.gui.app.run_app` before the first
+window exists (so charts and cards are built in the right colours), and again when the
+desktop switches between light and dark. It picks Fusion (the same widgets everywhere), a palette,
 a small style sheet for the few custom widgets (state pills, the Forced Unwind
 button, cards) and pyqtgraph's background/foreground. Colours for states always
 come from :data:`guard_app.resources.STATE_COLOURS`, so a state looks the same in
@@ -10,6 +11,7 @@ the pill, the table, the charts and the tray.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pyqtgraph as pg
@@ -19,7 +21,10 @@ from PySide6.QtWidgets import QApplication
 
 from guard_app.resources import STATE_COLOURS
 
-__all__ = ["Theme", "apply_theme", "current_theme", "state_colour"]
+__all__ = ["THEME_ENV", "Theme", "apply_theme", "current_theme", "follow_system", "state_colour"]
+
+#: ``light`` or ``dark`` forces a look; unset (or anything else) follows the desktop.
+THEME_ENV = "GUARD_APP_THEME"
 
 # Font scale (points relative to the system font): body, small notes, headings.
 SMALL = -1
@@ -61,6 +66,9 @@ def current_theme() -> Theme:
 
 
 def _system_is_dark(app: QGuiApplication) -> bool:
+    forced = os.environ.get(THEME_ENV, "").strip().lower()
+    if forced in ("light", "dark"):
+        return forced == "dark"
     try:
         scheme = QGuiApplication.styleHints().colorScheme()
         if scheme == Qt.ColorScheme.Dark:
@@ -97,8 +105,8 @@ def _style_sheet(t: Theme) -> str:
     r, g, b = (int(red[i:i + 2], 16) for i in (1, 3, 5))
     red_tint = f"rgba({r}, {g}, {b}, 40)"  # idle: clearly red, calmer than the active state
     return f"""
-QFrame#card {{ background: {t.card}; border: 1px solid {t.card_border}; border-radius: 8px; }}
-QFrame#userHeader {{ background: transparent; border: none; }}
+QFrame[card="true"] {{ background: {t.card}; border: 1px solid {t.card_border};
+    border-radius: 8px; }}
 QLabel[role="muted"] {{ color: {t.muted}; }}
 QLabel[role="title"] {{ font-weight: 600; }}
 QLabel#pill {{ color: white; border-radius: 10px; padding: 2px 10px; font-weight: 700; }}
@@ -115,7 +123,7 @@ QPushButton[role="destructive"] {{
     background: {red}; color: white; border-radius: 6px; padding: 6px 14px; font-weight: 700;
 }}
 QPushButton[role="destructive"]:disabled {{ background: {t.card_border}; color: {t.muted}; }}
-QFrame#statusStrip {{ background: {t.card}; border-bottom: 1px solid {t.card_border}; }}
+QFrame[role="status-strip"] {{ background: {t.card}; border-bottom: 1px solid {t.card_border}; }}
 QProgressBar {{ border: 1px solid {t.card_border}; border-radius: 4px; background: {t.window};
     text-align: center; height: 14px; }}
 QTableView {{ border: none; gridline-color: {t.grid}; }}
@@ -133,6 +141,21 @@ def apply_theme(app: QApplication, dark: bool | None = None) -> Theme:
     app.setPalette(_palette(theme))
     app.setStyleSheet(_style_sheet(theme))
     pg.setConfigOptions(background=theme.card, foreground=theme.muted, antialias=True)
+    return theme
+
+
+def follow_system(app: QApplication) -> Theme:
+    """Apply the desktop's look now and again whenever the desktop switches it.
+
+    Widgets built later (cards, charts) take the new colours; the palette and the style
+    sheet change at once for everything on screen.
+    """
+    theme = apply_theme(app)
+    hints = QGuiApplication.styleHints()
+    signal = getattr(hints, "colorSchemeChanged", None)  # Qt >= 6.5
+    if signal is not None and not app.property("guardAppFollowsTheme"):
+        signal.connect(lambda _scheme: apply_theme(app))
+        app.setProperty("guardAppFollowsTheme", True)  # connect once per application
     return theme
 
 

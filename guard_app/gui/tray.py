@@ -3,8 +3,9 @@
 The icon follows ``DashboardModel.worst_state_changed`` (the same state colours as the
 table and charts); a stalled or crashed enforcer shows the error icon until it beats
 again. ``DashboardModel.notice`` becomes a desktop notification. The menu offers Show,
-a Forced Unwind (or turn-off) per user through the window's own confirmation, Pause /
-Resume enforcement, and Quit (the app confirms it while an unwind is active).
+a Forced Unwind (or turn-off) per user and Pause / Resume enforcement through the
+app's one :class:`~guard_app.gui.actions.Actions` (the window's own confirmation), and
+Quit (the app confirms it while an unwind is active).
 
 The class also works where no system tray exists (tests, some desktops): it keeps its
 state, tooltip and menu, it just isn't shown.
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
 from guard_app.core.events import EnforcerEvent, Heartbeat
+from guard_app.gui.actions import Actions
 from guard_app.gui.enforcer_host import EnforcerHost
 from guard_app.gui.icons import tray_icon_for_state, tray_icon_name
 
@@ -33,22 +35,19 @@ _MAX_TOOLTIP_ACCOUNTS = 3
 _HEADLESS_PLATFORMS = {"offscreen", "minimal"}
 
 
-class _Window(Protocol):
-    def request_unwind(self, user: str) -> bool: ...
-    def request_unwind_off(self, user: str) -> bool: ...
-
-
 class Tray(QSystemTrayIcon):
     """The app's tray icon (see the module docstring)."""
 
     quit_requested = Signal()
 
     def __init__(self, window: QWidget, host: EnforcerHost, model: Any,
-                 parent: QObject | None = None) -> None:
+                 actions: Actions | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent if parent is not None else window)
         self._window = window
         self._host = host
         self._model = model
+        # The window's own actions (build_app shares one): the same confirmations.
+        self.commands = actions or Actions(host, model, lambda: window, self)
         self.state = "pending"
         self.enforcer_problem: str | None = None  # "stalled" / "crashed" text, if any
         self.notifications: deque[tuple[str, str]] = deque(maxlen=50)  # (title, text)
@@ -66,7 +65,8 @@ class Tray(QSystemTrayIcon):
         host.config_changed.connect(self._rebuild_later)
         host.stalled.connect(self._on_stalled)
         host.crashed.connect(self._on_crashed)
-        host.event.connect(self._on_event)
+        host.enforcer_event.connect(self._on_event)
+        self.commands.paused_changed.connect(self._on_paused)
         self.destroyed.connect(self.menu.deleteLater)
 
         self.rebuild_menu()
@@ -105,14 +105,24 @@ class Tray(QSystemTrayIcon):
             prefix = f"{APP_TITLE} (enforcement paused)"
         else:
             prefix = APP_TITLE
+        # Unknown is not zero (DESIGN rule 16): an account not read is never "under its cap".
+        unread = [v for v in dashboard.unread_accounts() if v.snapshot is not None
+                  or v.error is not None]
         if self.state in ("ok", "pending") or not worst:
             total = len(dashboard.accounts)
-            word = "checking" if self.state == "pending" else "all under their caps"
-            return f"{prefix}: {total} accounts, {word}"
+            if self.state == "pending":
+                return f"{prefix}: {total} accounts, checking"
+            if not unread:
+                return f"{prefix}: {total} accounts, all under their caps"
+            worst = unread
         parts = [f"{v.account_id} {v.state_text().lower()}" for v in worst[:_MAX_TOOLTIP_ACCOUNTS]]
         more = len(worst) - _MAX_TOOLTIP_ACCOUNTS
         if more > 0:
             parts.append(f"and {more} more")
+        listed = {v.account_id for v in worst}
+        not_read = [v for v in unread if v.account_id not in listed]
+        if not_read:
+            parts.append(f"{len(not_read)} more not read")
         return f"{prefix}: " + "; ".join(parts)
 
     @Slot(float)
@@ -219,20 +229,19 @@ class Tray(QSystemTrayIcon):
     def _unwind(self, user: str, *, off: bool) -> None:
         # The same confirmation as the window's button, parented to the window.
         self.show_window()
-        window: _Window = self._window  # type: ignore[assignment]
-        done = window.request_unwind_off(user) if off else window.request_unwind(user)
-        if done:
-            self._rebuild_later()
+        if off:
+            self.commands.request_unwind_off(user, source="tray")
+        else:
+            self.commands.request_unwind(user, source="tray")
+        # The menu follows the stored flag when the enforcer announces it (flags_changed).
 
     @Slot()
     def _toggle_pause(self) -> None:
-        if self._host.paused:
-            self._host.resume()
-            log.info("enforcement resumed from the tray")
-        else:
-            self._host.pause()
-            log.info("enforcement paused from the tray (forced unwinds still run)")
-        self.rebuild_menu()
+        self.commands.toggle_pause()
+
+    @Slot(bool)
+    def _on_paused(self, _paused: bool) -> None:
+        self._rebuild_later()
         self._refresh_tooltip()
 
     @Slot(QSystemTrayIcon.ActivationReason)

@@ -4,14 +4,15 @@ Turning a forced unwind ON lists every account of the user with the positions th
 will be market-closed and their estimated value, and a total. **Cancel** is the
 default button, Escape cancels, and Enter can never confirm: the destructive button
 is neither default nor auto-default, and it stays disabled until the user's name is
-typed exactly. Turning it OFF is lighter (no typing) but still an explicit click
+typed exactly. The dialog opens with the name field focused, so the trader types at
+once; positions already closed (``closed ✓`` in the panel) are not listed. Turning it OFF is lighter (no typing) but still an explicit click
 on a non-default button.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QKeyEvent, QShowEvent
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -137,7 +138,14 @@ class UnwindDialog(QDialog):
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.confirm_button)
         layout.addLayout(buttons)
-        self.cancel_button.setFocus()
+        # The whole unwind is one click, the name, one click: the name field has the
+        # focus (Enter there does nothing); Cancel stays the default button.
+        self._first_focus: QWidget = self.name_edit or self.cancel_button
+        self._first_focus.setFocus()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self._first_focus.setFocus()
 
     @property
     def name_matches(self) -> bool:

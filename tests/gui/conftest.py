@@ -31,7 +31,7 @@ class EventLog:
 
     def __init__(self, host: EnforcerHost) -> None:
         self.events: list[EnforcerEvent] = []
-        host.event.connect(self.events.append)
+        host.enforcer_event.connect(self.events.append)
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]

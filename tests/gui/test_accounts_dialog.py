@@ -370,3 +370,19 @@ def test_first_run_choice(qtbot: Any, button: str) -> None:
 
     QTimer.singleShot(0, press)
     assert first_run_choice(None) == button.removeprefix("first-run-")
+
+
+def test_a_validation_message_never_moves_the_fields_below_it(
+    tmp_path: Path, make_dialog: Callable[[Path], AccountsDialog], qtbot: Any,
+) -> None:
+    dialog = make_dialog(tmp_path / "config.toml")
+    fill(dialog, id="a1", user="alice", exchange="binance", max_positions="3")
+    qtbot.waitExposed(dialog)
+    below = dialog.fields["max_notional"]
+    before = below.mapTo(dialog, below.rect().topLeft())
+
+    fill(dialog, max_positions="many")
+    QApplication.processEvents()
+
+    assert dialog.field_error("max_positions")
+    assert below.mapTo(dialog, below.rect().topLeft()) == before

@@ -2,7 +2,8 @@
 
 Offscreen there is no system tray, so the icon is never shown; its state, tooltip,
 menu and notification log are still real and tested here. The window is a small
-stand-in recording the confirmation requests (the real one has its own tests).
+stand-in; the unwind requests go to the app's shared Actions, recorded here (the real
+confirmation has its own tests).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import pytest
 from PySide6.QtWidgets import QWidget
 
 from guard_app.core.events import Heartbeat
+from guard_app.gui.actions import Actions
 from guard_app.gui.dashboard_model import DashboardModel
+from guard_app.gui.enforcer_host import EnforcerHost
 from guard_app.gui.model.dashboard import Notice
 from guard_app.gui.tray import Tray
 from tests.fixtures.world import World, sim_account
@@ -21,17 +24,21 @@ pytestmark = [pytest.mark.gui, pytest.mark.keyring]
 
 
 class WindowStandIn(QWidget):
-    """Records what the tray asked the window to confirm."""
+    """The window the tray shows before asking."""
 
-    def __init__(self) -> None:
-        super().__init__()
+
+class RecordingActions(Actions):
+    """The app's actions, recording what the tray asked to confirm (and confirming nothing)."""
+
+    def __init__(self, host: EnforcerHost, model: DashboardModel) -> None:
+        super().__init__(host, model)
         self.requests: list[tuple[str, str]] = []
 
-    def request_unwind(self, user: str) -> bool:
+    def request_unwind(self, user: str, *, source: str = "window") -> bool:
         self.requests.append(("on", user))
         return False
 
-    def request_unwind_off(self, user: str) -> bool:
+    def request_unwind_off(self, user: str, *, source: str = "window") -> bool:
         self.requests.append(("off", user))
         return False
 
@@ -88,22 +95,25 @@ def test_menu_offers_unwind_per_user_through_the_window_and_pause(
     _sim, config = two_users(world)
     host = make_host(config, world.data_dir, world.secrets)
     model = DashboardModel(host)
-    tray = Tray(window, host, model)
+    actions = RecordingActions(host, model)
+    tray = Tray(window, host, model, actions)
 
     names = [a.objectName() for a in tray.menu.actions() if a.objectName()]
     assert names == ["tray-show", "tray-unwind-alice", "tray-unwind-bob", "tray-pause",
                      "tray-quit"]
     tray.action("tray-unwind-bob").trigger()
-    assert window.requests == [("on", "bob")]
+    assert actions.requests == [("on", "bob")]
     assert window.isVisible()  # the confirmation needs the window in front
 
+    host.start()
     host.set_forced_unwind("bob", True, by="test")
-    model.refresh_flags()
+    # The menu follows the enforcer's announcement of the stored flag.
+    qtbot.waitUntil(lambda: tray.action("tray-unwind-off-bob") is not None, timeout=10_000)
     off = tray.action("tray-unwind-off-bob")
     assert off is not None and tray.action("tray-unwind-bob") is None
     assert off.text() == "Turn off unwind bob…"
     off.trigger()
-    assert window.requests[-1] == ("off", "bob")
+    assert actions.requests[-1] == ("off", "bob")
 
     tray.action("tray-pause").trigger()
     assert host.paused and tray.action("tray-resume") is not None
@@ -130,7 +140,7 @@ def test_notices_stalls_and_crashes_reach_the_tray(
     assert tray.icon_name == "tray-error"
     assert "not responding (20 s)" in tray.toolTip()
     assert tray.notifications[-1][0] == "Enforcer stalled"
-    host.event.emit(Heartbeat(next_cycle_in=5.0, paused=False))
+    host.enforcer_event.emit(Heartbeat(next_cycle_in=5.0, paused=False))
     assert tray.icon_name == "tray-ok" and "not responding" not in tray.toolTip()
 
     host.crashed.emit("RuntimeError: boom")

@@ -11,8 +11,16 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QDialog  # noqa: E402
 
 from guard_app.core.config import parse_config  # noqa: E402
-from guard_app.core.events import AccountRead  # noqa: E402
-from guard_app.core.models import AccountSnapshot, Caps, Holding, Position, Side  # noqa: E402
+from guard_app.core.events import AccountRead, OrderFilled  # noqa: E402
+from guard_app.core.models import (  # noqa: E402
+    AccountSnapshot,
+    Caps,
+    CloseReason,
+    Holding,
+    PlannedClose,
+    Position,
+    Side,
+)
 from guard_app.gui.model.dashboard import Dashboard  # noqa: E402
 from guard_app.gui.unwind_dialog import UnwindDialog  # noqa: E402
 
@@ -129,3 +137,26 @@ def test_turning_off_is_explicit_but_needs_no_typing(qtbot, dashboard: Dashboard
     dialog = make(qtbot, dashboard, turning_off=True)
     with qtbot.waitSignal(dialog.accepted, timeout=2000):
         qtbot.mouseClick(dialog.confirm_button, Qt.MouseButton.LeftButton)
+
+
+def test_opens_with_the_name_field_focused_and_cancel_still_default(
+        qtbot, dashboard: Dashboard) -> None:
+    dialog = make(qtbot, dashboard)
+    qtbot.waitUntil(lambda: dialog.focusWidget() is dialog.name_edit, timeout=2000)
+    assert dialog.cancel_button.isDefault()
+    # typing goes straight into the name field: one click, the name, one click
+    qtbot.keyClicks(dialog.focusWidget(), "alice")
+    assert dialog.confirm_button.isEnabled()
+
+
+def test_the_preview_lists_only_positions_still_open(qtbot, dashboard: Dashboard) -> None:
+    sol = dashboard.accounts["alice-spot"].snapshot.positions[1]
+    close = PlannedClose("alice-spot", "alice", sol, CloseReason.FORCED_UNWIND)
+    dashboard.apply(OrderFilled(cycle_id=2, close=close, client_order_id="c1",
+                                order_id="o1", filled=2.0, status="closed"))
+
+    dialog = make(qtbot, dashboard)
+
+    spot = dialog.tree.topLevelItem(0)
+    assert [spot.child(i).text(0) for i in range(spot.childCount())] == ["BTC/USDT"]
+    assert dialog.total_label.text() == "Total: 2 positions, about 970.10 USDT"

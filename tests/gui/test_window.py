@@ -142,6 +142,8 @@ def test_forced_unwind_cancel_confirm_and_turn_off(qtbot, world: World,
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
     assert done == [True]
     assert host.state().forced_unwind_flags() == {}
+    # The window follows the enforcer's announcement of the stored flag (FlagsChanged).
+    qtbot.waitUntil(lambda: button.text() == "Forced Unwind…", timeout=5_000)
     assert button.text() == "Forced Unwind…"
     assert button.property("role") == "unwind"
     next_cycle(qtbot, host, model, log)
@@ -161,31 +163,47 @@ def test_over_cap_highlights_table_chart_and_pill_then_back_under(
     ok_colour = state_colour("ok").name()
     assert [b.color().name() for b in bar_item.opts["brushes"]] == [ok_colour, ok_colour]
 
-    # Two more small positions: 4 of 2, the two smallest are closed.
+    # Two more small positions: 4 of 2, the two smallest are closed. The enforcer
+    # re-reads right after its closes, so the over-cap state is on screen only between
+    # those two reads: capture the window as drawn when the over-cap read arrives.
+    over = state_colour("over_cap").name()
+    drawn: dict[str, object] = {}
+
+    def capture(event: object) -> None:
+        if isinstance(event, AccountRead) and event.over_cap and not drawn:
+            model.flush()  # draw it now, as the window does within 50 ms
+            row = next(i for i, r in enumerate(panel.positions.rows) if r[0] == "LINK/USDT")
+            background = panel.positions.data(panel.positions.index(row, 0),
+                                              Qt.ItemDataRole.BackgroundRole)
+            drawn.update(
+                state=panel.pill.state, text=panel.pill.text(),
+                kinds={r[0]: r[4] for r in panel.positions.rows},
+                brushes={s: b.color().name() for s, b in zip(
+                    panel.bars.symbols, panel.bars.bars.opts["brushes"], strict=True)},
+                symbols=list(panel.bars.symbols), cap=panel.bars.cap_line.value(),
+                background=None if background is None else background.color().name(),
+                worst=model.dashboard.worst_state())
+
+    host.enforcer_event.connect(capture)
     sim.exchange.add_balance("a", "SOL", 0.1)  # 15 USDT
     sim.exchange.add_balance("a", "LINK", 0.5)  # 7.5 USDT
     next_cycle(qtbot, host, model, log)
-    assert panel.pill.state == "over_cap"
-    assert panel.pill.text() == "OVER CAP 4/2"
-    kinds = {row[0]: row[4] for row in panel.positions.rows}
+    host.enforcer_event.disconnect(capture)
+    assert drawn["state"] == "over_cap"
+    assert drawn["text"] == "OVER CAP 4/2"
+    kinds = drawn["kinds"]
     assert kinds["LINK/USDT"] in ("close", "closed") and kinds["SOL/USDT"] in ("close", "closed")
     assert kinds["BTC/USDT"] == kinds["ETH/USDT"] == "keep"
-    over = state_colour("over_cap").name()
-    brushes = {s: b.color().name() for s, b in zip(panel.bars.symbols,
-                                                    panel.bars.bars.opts["brushes"],
-                                                    strict=True)}
-    assert brushes == {"LINK/USDT": over, "SOL/USDT": over, "ETH/USDT": ok_colour,
-                       "BTC/USDT": ok_colour}
-    assert panel.bars.symbols == ["LINK/USDT", "SOL/USDT", "ETH/USDT", "BTC/USDT"]
-    assert panel.bars.cap_line.value() == pytest.approx(1.5)  # 2 left of it close
-    row = next(i for i, r in enumerate(panel.positions.rows) if r[0] == "LINK/USDT")
-    background = panel.positions.data(panel.positions.index(row, 0),
-                                      Qt.ItemDataRole.BackgroundRole)
-    assert background is not None and background.color().name() == over
-    assert model.dashboard.worst_state() is AccountState.OVER_CAP
+    assert drawn["brushes"] == {"LINK/USDT": over, "SOL/USDT": over, "ETH/USDT": ok_colour,
+                                "BTC/USDT": ok_colour}
+    assert drawn["symbols"] == ["LINK/USDT", "SOL/USDT", "ETH/USDT", "BTC/USDT"]
+    assert drawn["cap"] == pytest.approx(1.5)  # 2 left of it close
+    assert drawn["background"] == over
+    assert drawn["worst"] is AccountState.OVER_CAP
 
-    # The closes went through; the next read is back under the cap.
-    next_cycle(qtbot, host, model, log)
+    # The closes went through; the re-read right after them is back under the cap.
+    qtbot.waitUntil(lambda: panel.pill.state == "ok", timeout=5_000)
+    model.flush()
     assert panel.pill.state == "ok"
     assert [b.color().name() for b in panel.bars.bars.opts["brushes"]] == [ok_colour, ok_colour]
     assert panel.count_bar.value.text() == "2 / 2"
@@ -207,6 +225,9 @@ def test_a_wrong_key_shows_its_error_and_leaves_the_others_alone(
     errors = log.of(AccountError)
     assert [e.account_id for e in errors] == ["bad"]
     bad_panel, good_panel = window.panel("bad"), window.panel("good")
+    # Panels are drawn one per event-loop turn: wait for both, never sleep.
+    qtbot.waitUntil(lambda: bad_panel.pill.state == "error" and good_panel.pill.state == "ok",
+                    timeout=5_000)
     assert bad_panel.pill.state == "error"
     assert bad_panel.pill.toolTip().startswith("ERROR: ")
     assert errors[0].message in bad_panel.pill.toolTip()
@@ -230,14 +251,17 @@ def test_status_strip_menu_and_activity(qtbot, world: World, make_host: MakeHost
 
     activity = window.activity
     assert activity.objectName() == "activity"
-    activity.refresh()
+    # The Activity view follows JournalWritten events: nothing polls the database.
+    assert not activity.findChildren(QTimer)
+    qtbot.waitUntil(lambda: bool(activity.model.entries)
+                    and activity.model.entries[0].kind == "cycle_end", timeout=5_000)
     kinds = [e.kind for e in activity.model.entries]
     assert "order_filled" in kinds and kinds[0] == "cycle_end"  # newest first
     ids = [e.id for e in activity.model.entries]
     assert ids == sorted(ids, reverse=True)
     first = activity.model.rowCount()
     next_cycle(qtbot, host, model, log)
-    activity.refresh()
+    qtbot.waitUntil(lambda: activity.model.rowCount() > first, timeout=5_000)
     assert activity.model.rowCount() > first
     assert [e.id for e in activity.model.entries] == sorted(
         {e.id for e in activity.model.entries}, reverse=True)

@@ -235,11 +235,17 @@ def test_set_flags_reads_the_stored_flags() -> None:
     assert d.worst_state() is AccountState.UNWINDING
 
 
-def test_account_read_with_forced_unwind_turns_the_user_on() -> None:
+def test_only_flags_changed_turns_a_users_unwind_on_with_its_record() -> None:
+    # One source of truth (issue 9): reads and progress never switch the flag themselves.
     d = Dashboard(CONFIG)
-    changed = d.apply(read("b1", 10, forced=True, user="bob"))
-    assert changed == {"b1", SUMMARY}
-    assert d.users["bob"].forced_unwind
+    assert d.apply(read("b1", 10, forced=True, user="bob")) == {"b1"}
+    d.apply(UnwindProgress(cycle_id=1, user="bob", closed=1, total=1, remaining=0))
+    assert not d.users["bob"].forced_unwind
+    flag = UnwindFlag("bob", True, "2026-01-01T00:00:00Z", "cli", "panic")
+    changed = d.apply(FlagsChanged(active_users=("bob",), flags=(flag,)))
+    assert changed == {SUMMARY}
+    assert d.users["bob"].forced_unwind and d.users["bob"].flag == flag
+    assert d.accounts["b1"].state is AccountState.UNWINDING
 
 
 def test_worst_state_order() -> None:
@@ -311,3 +317,44 @@ def test_unwind_preview_lists_every_position() -> None:
         ("a1", [("S0/USDT", "long", 1.0, 10.0), ("S1/USDT", "long", 1.0, 20.0)]),
         ("a2", []),
     ]
+
+
+def test_unknown_is_not_zero_an_account_never_read_has_no_numbers() -> None:
+    d = Dashboard(CONFIG)
+    d.apply(read("a1", 10, 20, ts=5.0))
+    d.apply(AccountError(ts=6.0, cycle_id=1, account_id="a2", kind="temporary",
+                         message="exchange unreachable", retry_in=60))
+
+    a2 = d.accounts["a2"].reading
+    assert not a2.known and not a2.has_numbers
+    assert a2.reason == "exchange unreachable" and a2.read_at is None
+    totals = d.user_totals("alice")
+    assert (totals.count, totals.unread, totals.stale) == (2, ("a2",), ())
+    assert not totals.complete
+    assert [v.account_id for v in d.unread_accounts()] == ["a2", "b1"]
+
+
+def test_a_failed_read_keeps_the_last_good_one_marked_stale_with_its_time() -> None:
+    d = Dashboard(CONFIG)
+    d.apply(read("a1", 10, 20, ts=5.0))
+    d.apply(AccountError(ts=65.0, cycle_id=2, account_id="a1", kind="temporary",
+                         message="timeout", retry_in=60))
+
+    reading = d.accounts["a1"].reading
+    assert reading.stale and not reading.known
+    assert reading.read_at == 5.0 and reading.reason == "timeout"
+    assert d.user_totals("alice").stale == ("a1",)
+
+    d.apply(read("a1", 10, ts=125.0))
+    assert d.accounts["a1"].reading.known
+    assert d.user_totals("alice").stale == ()
+
+
+def test_a_position_opened_after_flat_makes_the_unwind_not_flat_again() -> None:
+    d = Dashboard(CONFIG)
+    d.apply(FlagsChanged(active_users=("alice",)))
+    d.apply(UnwindProgress(cycle_id=1, user="alice", closed=2, total=2, remaining=0))
+    assert d.users["alice"].unwind_flat
+    d.apply(read("a1", 25, forced=True))
+    assert not d.users["alice"].unwind_flat
+    assert d.users["alice"].progress_text == "closed 2 of 2"

@@ -13,6 +13,12 @@ An account's state is derived from the last thing the enforcer said about it:
 - ``over_cap``: the last read found it over a cap (closes are planned);
 - ``ok``: the last read found it within its caps; ``pending``: not read yet.
 
+Unknown is not zero (DESIGN rule 16): after a failed read the last snapshot is kept
+but marked stale (:attr:`AccountView.stale`, with the time of the last good read), and
+an account never read has no numbers at all. :meth:`AccountView.reading` and
+:meth:`Dashboard.user_totals` say which, so no view ever draws "0 / 5" for an account
+it could not read.
+
 Notices are produced on *transitions* only, never once per event, so a tray
 showing them never floods: an account going over cap, coming back under, a forced
 unwind starting and finishing (flat), an account failing 3 cycles in a row, and
@@ -54,7 +60,9 @@ __all__ = [
     "AccountView",
     "Dashboard",
     "Notice",
+    "Reading",
     "Summary",
+    "UserTotals",
     "UserView",
     "state_rank",
 ]
@@ -113,6 +121,25 @@ class Notice:
     user: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How far an account's numbers can be trusted right now.
+
+    ``known``: the last attempt read it, the numbers are current. ``stale``: the last
+    attempt failed, the numbers are the last good read's (``read_at``). Neither: never
+    read, there are no numbers. ``reason`` says why it is not known.
+    """
+
+    known: bool
+    stale: bool
+    read_at: float | None
+    reason: str | None
+
+    @property
+    def has_numbers(self) -> bool:
+        return self.known or self.stale
+
+
 @dataclass
 class AccountView:
     """Everything the window shows about one account."""
@@ -125,6 +152,7 @@ class AccountView:
     error_kind: str | None = None
     failures: int = 0
     last_check: float | None = None
+    last_read_at: float | None = None  # the last *successful* read (snapshot's time)
     next_check_at: float | None = None
     planned: tuple[PlannedClose, ...] = ()
     closing: set[str] = field(default_factory=set)
@@ -159,7 +187,16 @@ class AccountView:
         return AccountState.OVER_CAP if self.over_cap else AccountState.OK
 
     @property
+    def reading(self) -> Reading:
+        """Current, stale (last good read kept) or never read; and why not current."""
+        if self.snapshot is not None and self.error is None:
+            return Reading(True, False, self.last_read_at, None)
+        reason = self.error or "not read yet"
+        return Reading(False, self.snapshot is not None, self.last_read_at, reason)
+
+    @property
     def position_count(self) -> int:
+        """Positions as last read (0 when never read: check :attr:`reading` first)."""
         return 0 if self.snapshot is None else self.snapshot.position_count
 
     @property
@@ -182,6 +219,8 @@ class AccountView:
                                       AccountState.OVER_CAP, AccountState.UNWINDING):
             return f"STANDBY: {self.enforced_by} enforces"
         if state is AccountState.UNWINDING:
+            if self.error is not None:
+                return f"UNWINDING, NOT READ: {self.error}"
             return "UNWOUND (flat)" if self.snapshot is not None and not self.position_count \
                 and not self.closing else "UNWINDING"
         if state is AccountState.ERROR:
@@ -198,6 +237,24 @@ class AccountView:
                 return f"OVER CAP {self.notional:,.0f}/{caps.max_notional:,.0f} {self.config.quote}"
             return "OVER USER CAP"
         return "OK"
+
+
+@dataclass(frozen=True, slots=True)
+class UserTotals:
+    """A user's positions and exposure over the accounts whose numbers exist.
+
+    ``unread``: accounts never read (their numbers are missing from the sums, so the
+    sums are a lower bound); ``stale``: accounts counted with their last good read.
+    """
+
+    count: int
+    notional: float
+    unread: tuple[str, ...]
+    stale: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not self.unread and not self.stale
 
 
 @dataclass
@@ -298,7 +355,11 @@ class Dashboard:
         self._failing_notified &= set(self.accounts)
 
     def set_flags(self, flags: Mapping[str, UnwindFlag]) -> None:
-        """The forced-unwind flags as stored (only active ones need be given)."""
+        """The forced-unwind flags as stored (only active ones need be given).
+
+        Fed only from ``FlagsChanged`` (the enforcer's announcement of the stored flags):
+        reads and unwind progress never switch a user's unwind on or off by themselves.
+        """
         active = {name for name, flag in flags.items() if flag.active}
         for name, user in self.users.items():
             user.flag = flags.get(name)
@@ -390,7 +451,11 @@ class Dashboard:
                     changed.add(account_id)
             return changed
         if isinstance(event, FlagsChanged):
-            return {SUMMARY} if self._set_active_users(set(event.active_users)) else set()
+            records = {f.user: f for f in event.flags}
+            for name, user in self.users.items():
+                user.flag = records.get(name)
+            self._set_active_users(set(event.active_users))
+            return {SUMMARY}
         if isinstance(event, CycleStarted):
             self.summary.cycle_running = True
             self.summary.running = True
@@ -434,20 +499,19 @@ class Dashboard:
         view.over_cap = event.over_cap
         view.error = view.error_kind = None
         view.failures = 0
-        view.last_check = event.ts
+        view.last_check = view.last_read_at = event.ts
         view.planned = event.planned
         view.closing.clear()
         view.closed.clear()
         view.rejected.clear()
         view.history.append((event.ts, event.snapshot.position_count, event.snapshot.notional))
         changed = {view.account_id}
-        if event.forced_unwind != view.forced_unwind:
-            # The enforcer saw the flag before our copy of it did.
-            user = self.users.get(view.config.user)
-            if user is not None:
-                others = {n for n, u in self.users.items() if u.forced_unwind and n != user.name}
-                self._set_active_users(others | ({user.name} if event.forced_unwind else set()))
-                changed.add(SUMMARY)
+        user_view = self.users.get(view.config.user)
+        if (user_view is not None and user_view.unwind_flat and view.forced_unwind
+                and event.snapshot.position_count):
+            # A position opened after "flat" (a strategy still running): not flat now.
+            user_view.unwind_flat = False
+            changed.add(SUMMARY)
         aid = view.account_id
         if event.over_cap and not was_over:
             self._notice("over_cap", f"{aid} is over its cap",
@@ -507,10 +571,6 @@ class Dashboard:
         user = self.users.get(event.user)
         if user is None:
             return set()
-        if not user.forced_unwind:
-            self._set_active_users(
-                {n for n, u in self.users.items() if u.forced_unwind} | {user.name}
-            )
         user.unwind_closed += event.closed
         # New positions may appear during an unwind (a strategy still running):
         # n grows so that k of n stays true.
@@ -550,15 +610,38 @@ class Dashboard:
     def accounts_of(self, user: str) -> list[AccountView]:
         return [self.accounts[a] for a in self.users[user].account_ids if a in self.accounts]
 
+    def user_totals(self, user: str) -> UserTotals:
+        """Sums over ``user``'s accounts that have numbers, and which ones are missing."""
+        count, notional = 0, 0.0
+        unread: list[str] = []
+        stale: list[str] = []
+        for view in self.accounts_of(user):
+            reading = view.reading
+            if not reading.has_numbers:
+                unread.append(view.account_id)
+                continue
+            if reading.stale:
+                stale.append(view.account_id)
+            count += view.position_count
+            notional += view.notional
+        return UserTotals(count, notional, tuple(unread), tuple(stale))
+
+    def unread_accounts(self) -> list[AccountView]:
+        """Accounts whose numbers are not current (never read, or the last read failed)."""
+        return [v for v in self.accounts.values() if not v.reading.known]
+
     def unwind_preview(self, user: str) -> list[tuple[AccountView, list[PreviewRow]]]:
         """What a forced unwind of ``user`` would close, per account, as last read.
 
-        Rows are (symbol, side, amount, estimated value) of every non-dust position.
+        Rows are (symbol, side, amount, estimated value) of every non-dust position
+        still open now: positions closed since that read (``closed ✓`` in the panel)
+        are left out, they are not there to close any more.
         """
         result: list[tuple[AccountView, list[PreviewRow]]] = []
         for view in self.accounts_of(user):
             rows = [] if view.snapshot is None else [
                 (p.symbol, p.side.value, p.amount, p.value) for p in view.snapshot.positions
+                if p.symbol not in view.closed
             ]
             result.append((view, rows))
         return result
