@@ -135,12 +135,6 @@ class PositionsModel(QStandardItemModel):
             item.setToolTip(note)
         return item
 
-    def row_kind(self, symbol: str) -> str | None:
-        for row in self.rows:
-            if row[0] == symbol:
-                return row[4]
-        return None
-
 
 class _CapBar(QWidget):
     """A caption, a big "used / cap" number and a bar coloured by how full it is."""

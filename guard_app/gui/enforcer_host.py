@@ -216,11 +216,6 @@ class EnforcerHost(QObject):
     def secrets(self) -> SecretStore:
         return self._secrets
 
-    @property
-    def seconds_since_heartbeat(self) -> float | None:
-        worker = self._worker
-        return None if worker is None else time.monotonic() - worker.last_beat
-
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:

@@ -15,8 +15,6 @@ WELCOME_TEXT = (
     "when your trading bot has stopped."
 )
 
-CHOICES = ("accounts", "demo", "quit")
-
 
 class FirstRunDialog(QDialog):
     """Welcome dialog; ``choice`` is "accounts", "demo" or "quit" once it closes."""

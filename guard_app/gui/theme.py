@@ -43,15 +43,14 @@ class Theme:
     text: str
     muted: str
     grid: str
-    highlight_row: str  # background of a table row the enforcer will close
 
     @property
     def name(self) -> str:
         return "dark" if self.dark else "light"
 
 
-LIGHT = Theme(False, "#f4f5f7", "#ffffff", "#d9dce1", "#1d2330", "#667085", "#e3e6ea", "#fbe7bf")
-DARK = Theme(True, "#1e1e1e", "#272a30", "#3a3f47", "#e6e8eb", "#9aa3b2", "#343941", "#4d3a10")
+LIGHT = Theme(False, "#f4f5f7", "#ffffff", "#d9dce1", "#1d2330", "#667085", "#e3e6ea")
+DARK = Theme(True, "#1e1e1e", "#272a30", "#3a3f47", "#e6e8eb", "#9aa3b2", "#343941")
 
 _current = LIGHT
 

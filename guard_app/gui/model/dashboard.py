@@ -291,7 +291,6 @@ class Summary:
     last_cycle_duration: float | None = None
     last_failed: tuple[str, ...] = ()
     next_cycle_at: float | None = None
-    last_heartbeat: float | None = None
     interventions_today: int = 0
     interventions: int = 0
     unwind_activations: int = 0
@@ -473,7 +472,6 @@ class Dashboard:
             return {SUMMARY}
         if isinstance(event, Heartbeat):
             s = self.summary
-            s.last_heartbeat = event.ts
             s.running = True
             s.stalled = False
             s.paused = event.paused
