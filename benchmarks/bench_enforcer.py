@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,12 +123,19 @@ class World:
 
     def close(self) -> None:
         self.sim.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _parked(error: str) -> bool:
+    """The enforcer's words for an account waiting out a rate-limit window (spent on this
+    cycle, or still running from an earlier one)."""
+    return error.startswith("rate limited") or "asked us to slow down" in error
 
 
 def _cycle_times(layout: list[tuple[str, str, str, int, int]], cycles: int) -> dict[str, Any]:
     world = World(layout)
     try:
-        async def go() -> list[tuple[float, float, int]]:
+        async def go() -> list[tuple[float, float, int, list[str]]]:
             enforcer = Enforcer(world.config, world.data_dir, world.secrets, broker_factory=make_broker)
             try:
                 await enforcer.run_cycle()  # warm-up: markets loaded, connections opened
@@ -138,7 +146,7 @@ def _cycle_times(layout: list[tuple[str, str, str, int, int]], cycles: int) -> d
                     w0, c0 = time.perf_counter(), time.process_time()
                     report = await enforcer.run_cycle()
                     out.append((time.perf_counter() - w0, time.process_time() - c0,
-                                len(report.errors) + len(report.orders)))
+                                len(report.orders), list(report.errors.values())))
                 return out
             finally:
                 await enforcer.aclose()
@@ -147,10 +155,17 @@ def _cycle_times(layout: list[tuple[str, str, str, int, int]], cycles: int) -> d
         refusals = world.sim.refusals()
     finally:
         world.close()
-    if any(bad for _, _, bad in results):
-        raise RuntimeError("a benchmark cycle had errors or orders; it must have nothing to close")
+    # An account whose IP weight budget is spent for longer than the limiter waits is
+    # parked until the window frees ("rate limited: ..."): reported, not a failure of the
+    # benchmark. Anything else (an order, another error) means the world is wrong.
+    parked = [sum(1 for e in errors if _parked(e)) for *_, errors in results]
+    other = [e for *_, errors in results for e in errors if not _parked(e)]
+    if any(orders for _, _, orders, _ in results) or other:
+        raise RuntimeError(f"a benchmark cycle had orders or errors ({other[:2]}); "
+                           "it must have nothing to close")
     return {"wall_s": statistics.median(r[0] for r in results),
-            "cpu_s": statistics.median(r[1] for r in results), "refusals": refusals}
+            "cpu_s": statistics.median(r[1] for r in results), "refusals": refusals,
+            "parked": max(parked)}
 
 
 def _layout(n: int, positions: int) -> list[tuple[str, str, str, int, int]]:
@@ -173,7 +188,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         r = full if n == 50 else _cycle_times(_layout(n, 30), cycles)
         rows.append({"benchmark": f"cycle scaling: {n} accounts x 30 positions",
                      "measured": f"{r['wall_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU, "
-                                 f"{r['refusals']} x 429/418",
+                                 f"{r['refusals']} x 429/418"
+                                 + (f", up to {r['parked']} accounts per cycle parked by the "
+                                    "limiter (IP weight budget spent)" if r["parked"] else ""),
                      "target": "0 x 429/418", "met": r["refusals"] == 0, "value": r["wall_s"],
                      "issue": 3})
     return rows

@@ -18,8 +18,9 @@ Measured:
 * kill latency: from the command's return (the POST's answer) to the last fill, the
   fill times being the simulator's order log timestamps. ``guard-app unwind`` writes
   the flag before it exits (Python start-up is most of its run time) and the enforcer
-  starts at once, so "flag written -> last fill" (the journal's ``unwind_on`` time) is
-  given too: it is the honest comparison with the floor. The physical floor is three
+  starts at once (the command's return can even come after the last fill), so the rows
+  are judged on "flag written -> last fill" (the journal's ``unwind_on`` time), the
+  stricter figure; the time from the return is given beside it. The physical floor is three
   round trips (cancel + read, closes, re-read): 0.15 s at 50 ms.
 * 429/418 answers over the whole run, from the simulator's ``/_sim/limits``.
 * the enforcer's own view: from the last fill until ``GET /api/v1/status`` (what the
@@ -155,6 +156,11 @@ class KillRun:
 
     def start(self) -> None:
         """Keys into the keyring, then ``guard-app run``; returns after its first cycle."""
+        where = subprocess.run([sys.executable, "-c", "import guard_app; print(guard_app.__file__)"],
+                               capture_output=True, text=True, env=self.env, cwd=self.tmp,
+                               check=True).stdout.strip()
+        if not Path(where).is_relative_to(self.code):
+            raise RuntimeError(f"guard-app would run the code in {where}, not {self.code}")
         for acc_id, _ in ACCOUNTS:
             keys = {"apiKey": f"{acc_id}-apikey-0123456789", "secret": f"{acc_id}-secret-abcdefghij"}
             self.cli("keys", "set", acc_id, stdin=json.dumps(keys))
@@ -311,14 +317,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     for n in sizes:
         for via in ("cli", "api"):
             r = kill(n, via=via, extras=(n == 20 and via == "cli"))
-            what = "`guard-app unwind alice --yes` returned" if via == "cli" else "POST forced_unwind answered"
-            met = r["latency"] <= targets[n] and r["refusals"] == 0
+            what = "`guard-app unwind alice --yes`" if via == "cli" else "POST forced_unwind"
+            # Judged on "flag written -> last fill": the stricter figure, since the CLI
+            # writes the flag before its own exit (its return can come after the fill).
+            met = r["from_flag"] <= targets[n] and r["refusals"] == 0
             rows.append({"issue": 11, "benchmark": f"kill {'CLI' if via == 'cli' else 'API'}, 3 x {n} "
-                         f"positions, 50 ms: {what} -> last fill",
-                         "measured": f"{r['latency']:.2f} s, {r['refusals']} x 429/418 "
-                                     f"(flag written -> last fill {r['from_flag']:.2f} s; "
-                                     f"the command took {r['command']:.2f} s)",
-                         "floor": f"{FLOOR:.2f} s", "ratio": f"{r['latency'] / FLOOR:.1f}x",
+                         f"positions, 50 ms: {what}: flag written -> last fill",
+                         "measured": f"{r['from_flag']:.2f} s, {r['refusals']} x 429/418 "
+                                     f"(from the {'command' if via == 'cli' else 'POST'}'s return: "
+                                     f"{r['latency']:.2f} s; it took {r['command']:.2f} s)",
+                         "floor": f"{FLOOR:.2f} s", "ratio": f"{r['from_flag'] / FLOOR:.1f}x",
                          "target": f"<= {targets[n]} s, 0 x 429/418", "met": met})
             view = r.get("view_flat")
             rows.append({"issue": 11, "benchmark": f"last fill -> API status shows every account "
@@ -335,13 +343,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             for n in sizes:
                 try:
                     r = kill(n, via="cli", code=old)
-                    measured = (f"{r['latency']:.2f} s, {r['refusals']} x 429/418 "
-                                f"(flag written -> last fill {r['from_flag']:.2f} s)")
-                    ratio = f"{r['latency'] / FLOOR:.1f}x"
+                    measured = (f"{r['from_flag']:.2f} s, {r['refusals']} x 429/418 "
+                                f"(from the command's return: {r['latency']:.2f} s)")
+                    ratio = f"{r['from_flag'] / FLOOR:.1f}x"
                 except RuntimeError as exc:
                     measured, ratio = f"did not finish: {exc}", ""
                 rows.append({"issue": 11, "benchmark": f"kill CLI, 3 x {n}, previous code "
-                             f"({BASELINE_COMMIT}: ccxt throttle, sequential closes)",
+                             f"({BASELINE_COMMIT}: ccxt throttle, sequential closes): flag "
+                             "written -> last fill",
                              "measured": measured, "floor": f"{FLOOR:.2f} s", "ratio": ratio,
                              "target": "comparison", "met": None})
     return rows
