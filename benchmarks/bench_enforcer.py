@@ -9,9 +9,11 @@ behind the real ``SecretStore``: these rows measure the enforcer's loop, not D-B
 
 * full cycle: 50 accounts x 30 positions, nothing to close: wall and CPU time.
 * scaling: cycle wall/CPU time with 1/10/50/100 accounts. 100 accounts read through
-  one IP spend a large share of Binance's 6,000 weight a minute each cycle: when the
-  budget is spent the limiter makes the cycle wait (longer wall time) instead of
-  drawing 429s; the 429/418 answers the simulator sent are in each row.
+  one IP at one cycle a second spend Binance's weight a minute within a few cycles
+  (the default interval, 60 s, is far inside it): the limiter then parks the accounts
+  whose next request would wait longer than it waits (they are read when the window
+  frees) instead of drawing 429s. The row says from which cycle, with the 429/418
+  answers the simulator sent; its times come from the cycles that read every account.
 
 ``python benchmarks/bench_enforcer.py [--quick]`` prints a markdown table.
 """
@@ -163,9 +165,13 @@ def _cycle_times(layout: list[tuple[str, str, str, int, int]], cycles: int) -> d
     if any(orders for _, _, orders, _ in results) or other:
         raise RuntimeError(f"a benchmark cycle had orders or errors ({other[:2]}); "
                            "it must have nothing to close")
-    return {"wall_s": statistics.median(r[0] for r in results),
-            "cpu_s": statistics.median(r[1] for r in results), "refusals": refusals,
-            "parked": max(parked)}
+    # A cycle with parked accounts is short for the wrong reason: times come from the
+    # cycles that read every account.
+    whole = [r for r, p in zip(results, parked, strict=True) if not p] or results
+    return {"wall_s": statistics.median(r[0] for r in whole),
+            "cpu_s": statistics.median(r[1] for r in whole), "refusals": refusals,
+            "parked": max(parked), "first_parked": next((i + 1 for i, p in enumerate(parked) if p), None),
+            "cycles": len(results)}
 
 
 def _layout(n: int, positions: int) -> list[tuple[str, str, str, int, int]]:
@@ -189,8 +195,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         rows.append({"benchmark": f"cycle scaling: {n} accounts x 30 positions",
                      "measured": f"{r['wall_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU, "
                                  f"{r['refusals']} x 429/418"
-                                 + (f", up to {r['parked']} accounts per cycle parked by the "
-                                    "limiter (IP weight budget spent)" if r["parked"] else ""),
+                                 + (f"; from cycle {r['first_parked']} of {r['cycles']} (1 s apart) "
+                                    f"up to {r['parked']} accounts parked by the limiter: one IP's "
+                                    "weight budget spent (times from the whole cycles)"
+                                    if r["parked"] else ""),
                      "target": "0 x 429/418", "met": r["refusals"] == 0, "value": r["wall_s"],
                      "issue": 3})
     return rows
