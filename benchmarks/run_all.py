@@ -110,6 +110,12 @@ NOTES = """\
   one order per request) on the same account for comparison.
 - **cycle rows** (`bench_enforcer.py`): in-process enforcer, simulator process, nothing to
   close; all accounts share 127.0.0.1's Binance weight budget.
+
+The kill of 3 x 100 is CPU-bound on this 2-core machine: Binance spot has no batch order
+endpoint, so 200 of the 300 closes are single signed requests, and in the CLI row the
+`guard-app unwind` process's own start-up (about a second of CPU) runs on the same cores
+during the kill; the API row has no such process. Expect the 3 x 100 CLI row near its
+1.0 s target, on either side of it from run to run (other jobs share the machine).
 """
 
 
