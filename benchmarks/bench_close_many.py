@@ -7,7 +7,8 @@ the requests sent, the limiter's waits, and the 429/418 (or 50011/10006) answers
 "ccxt throttle" row is the generic profile (ccxt's leaky bucket, one order per request)
 on the same account, for comparison. The simulator runs in this process (threads).
 
-``python benchmarks/bench_close_many.py [N]`` prints a markdown table (N defaults to 20).
+``python benchmarks/bench_close_many.py [N]`` prints a markdown table (N defaults to 20);
+``run()`` gives benchmarks/run_all.py its rows (in RESULTS.md with the others).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ async def _kill(broker: Broker) -> tuple[float, int, int, int]:
     return elapsed, broker.requests_sent - sent, waits, failed
 
 
-def run(exchange: str, n: int, generic: bool) -> tuple[float, int, int, int, int]:
+def kill_one(exchange: str, n: int, generic: bool) -> tuple[float, int, int, int, int]:
     markets = _markets(n)
     positions = [{"symbol": m["symbol"], "side": "long",
                   "contracts": m["step_size"] * 10 * (1 if exchange != "okx" else 1)}
@@ -103,6 +104,33 @@ def run(exchange: str, n: int, generic: bool) -> tuple[float, int, int, int, int
         server.stop()
 
 
+# Why a row is slower than a round trip or two: what the exchange itself allows.
+_NOTES = {"bybit": "Bybit: 10 linear orders/s per UID and endpoint, so 100 closes take >= 5 s "
+                   "whatever the client does; the limiter waits instead of drawing 10006"}
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows for benchmarks/run_all.py: per protocol, the profile + limiter path and the
+    generic ccxt-throttle path on the same account (quick: N = 20, the profile path only:
+    the generic one is the slow comparison)."""
+    rows = []
+    for n in ((20,) if quick else (20, 100)):
+        for exchange in ("binance", "okx", "bybit"):
+            for generic in ((False,) if quick else (False, True)):
+                elapsed, requests, waits, failed, refused = kill_one(exchange, n, generic)
+                path = "ccxt throttle (generic profile)" if generic else "profile + limiter"
+                note = f"; {_NOTES[exchange]}" if exchange in _NOTES and n >= 100 and not generic else ""
+                rows.append({
+                    "issue": 11,
+                    "benchmark": f"broker kill, one {exchange} account, {n} positions + 1 resting "
+                                 f"order, 50 ms: cancel_all_orders + close_many, {path}",
+                    "measured": f"{elapsed:.3f} s, {requests} requests, {waits} limiter waits, "
+                                f"{failed} failed, {refused} x 429-type{note}",
+                    "target": "comparison" if generic else "0 failed, 0 x 429-type",
+                    "met": None if generic else (failed == 0 and refused == 0)})
+    return rows
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     print(f"Kill of one account, {n} positions + 1 resting order, {LATENCY * 1000:.0f} ms per answer\n")
@@ -110,7 +138,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for exchange in ("binance", "okx", "bybit"):
         for generic in (False, True):
-            elapsed, requests, waits, failed, refused = run(exchange, n, generic)
+            elapsed, requests, waits, failed, refused = kill_one(exchange, n, generic)
             path = "ccxt throttle (generic)" if generic else "profile + limiter"
             print(f"| {exchange} | {path} | {elapsed:.3f} | {requests} | {waits} | {failed} | {refused} |")
 

@@ -41,11 +41,23 @@ class SimProcess:
             raise RuntimeError(f"simulator did not start: {line!r}")
         self.base_url = line.rsplit(" on ", 1)[1].strip()
 
+    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One call to the simulator's control API (``/_sim/...``), its JSON answer."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310 - the simulator on loopback
+            f"{self.base_url}{path}", data=data, method=method,
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+            return json.load(answer)
+
     def orders(self) -> list[dict[str, Any]]:
-        """The simulator's order log, through its control endpoint."""
-        with urllib.request.urlopen(f"{self.base_url}/_sim/orders", timeout=10) as answer:  # noqa: S310 - loopback
-            data = json.load(answer)
+        """The simulator's order log (every order request, with its arrival time.time())."""
+        data = self.control("GET", "/_sim/orders")
         return list(data["orders"] if isinstance(data, dict) else data)
+
+    def refusals(self) -> int:
+        """How many 429/418-type answers the simulator has sent (``/_sim/limits``)."""
+        return sum(int(v) for v in self.control("GET", "/_sim/limits").values())
 
     def close(self) -> None:
         self.proc.terminate()
