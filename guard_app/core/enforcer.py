@@ -99,6 +99,8 @@ log = logging.getLogger("guard_app.enforcer")
 NEEDS_USER_RETRY_SECONDS = 300.0
 HEARTBEAT_SECONDS = 1.0
 STOP_GRACE_SECONDS = 3.0
+# Between cycles, how often each account's connection and markets are kept ready.
+KEEP_WARM_SECONDS = 30.0
 # Close, re-read, close what is left: at most this many close rounds per account and
 # cycle; anything still open after them waits for the next (fast) cycle.
 MAX_CLOSE_ROUNDS = 3
@@ -352,6 +354,7 @@ class Enforcer:
                 self._stop_event.set()
         watcher = asyncio.create_task(self._watch_flags(), name="guard-flag-watcher")
         leases = asyncio.create_task(self._keep_leases(), name="guard-leases")
+        warmer = asyncio.create_task(self._keep_warm(), name="guard-keep-warm")
         self._emit(EnforcerStarted(accounts=len(self._config.accounts),
                                    interval=self._config.enforcer.interval_seconds,
                                    dry_run=self._config.enforcer.dry_run))
@@ -374,7 +377,7 @@ class Enforcer:
                 only = await self._cadence.wait(self._config.enforcer, self._hot_accounts,
                                                 self._wake_event, self._stop_event)
         finally:
-            for task in (watcher, leases):
+            for task in (watcher, leases, warmer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -440,6 +443,25 @@ class Enforcer:
             except Exception:
                 log.exception("could not renew the account leases; trying again")
             await asyncio.sleep(self._leases.renew_seconds)
+
+    async def _keep_warm(self) -> None:
+        """Between cycles, keep every account's client ready for a kill (markets loaded,
+        a connection open): with a long interval the first close after a quiet hour
+        would otherwise pay a fresh TLS handshake and a market load. An account in a
+        cycle is skipped. The account's lock is NOT taken: a kill arriving meanwhile
+        must never find the account busy. A failure here is only logged."""
+        while True:
+            await asyncio.sleep(KEEP_WARM_SECONDS)
+            for runtime in list(self._accounts.values()):
+                broker = runtime.broker
+                if broker is None or runtime.lock.locked():
+                    continue
+                try:
+                    await broker.warm()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the next cycle reports real trouble
+                    log.debug("%s: keeping the connection warm failed: %s", runtime.config.id, exc)
 
     async def aclose(self) -> None:
         """Close every exchange session and the state database."""

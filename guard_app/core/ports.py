@@ -35,6 +35,11 @@ class BrokerPort(Protocol):
         the conditional / algo orders an exchange keeps apart. Returns how many."""
         ...
 
+    async def warm(self) -> None:
+        """Keep the account ready for a kill between cycles: markets loaded and a
+        connection open, so the first close after a quiet hour is as fast as the tenth."""
+        ...
+
     async def aclose(self) -> None:
         """Release the HTTP session. Safe to call twice."""
         ...
