@@ -4,8 +4,6 @@ kill after a quiet hour is as fast as the tenth), without ever holding the accou
 from __future__ import annotations
 
 import asyncio
-import threading
-
 import pytest
 
 import guard_app.core.enforcer as enforcer_module
@@ -19,7 +17,7 @@ def test_idle_accounts_are_kept_warm_between_cycles(world: World,
     monkeypatch.setattr(enforcer_module, "KEEP_WARM_SECONDS", 0.05)
     sim = world.start_sim([sim_account("w", spot={"USDT": 100, "BTC": 0.001})])
     config = world.write_config([world.account("w-spot", sim, "w")], interval=3600)
-    warmed = threading.Event()
+    warmed = asyncio.Event()
     locked_while_warming: list[bool] = []
 
     def factory(account, keys):
@@ -39,12 +37,12 @@ def test_idle_accounts_are_kept_warm_between_cycles(world: World,
 
     async def go() -> None:
         task = asyncio.create_task(enforcer.run())
-        deadline = asyncio.get_running_loop().time() + 15
-        while not warmed.is_set() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        enforcer.stop()
-        await task
+        try:
+            await asyncio.wait_for(warmed.wait(), timeout=15)
+        finally:
+            enforcer.stop()
+            await task
 
-    asyncio.run(go())
-    assert warmed.is_set(), "the idle account's client was never kept warm"
+    asyncio.run(go())  # TimeoutError: the idle account's client was never kept warm
+    assert warmed.is_set()
     assert locked_while_warming and not any(locked_while_warming)  # never holds the account
