@@ -4,6 +4,7 @@ kill after a quiet hour is as fast as the tenth), without ever holding the accou
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
 import guard_app.core.enforcer as enforcer_module
