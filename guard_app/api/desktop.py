@@ -27,7 +27,7 @@ from guard_app.core.config import AppConfig
 from guard_app.core.config_writer import ConfigDocument
 from guard_app.core.errors import GuardError
 from guard_app.core.events import Observer
-from guard_app.core.secrets import SecretStore
+from guard_app.core.secrets import SecretStoreProtocol
 from guard_app.core.state import open_state
 
 log = logging.getLogger("guard_app.api")
@@ -48,7 +48,7 @@ class DesktopApi:
     """The API's companion on the enforcer's loop and the panel's controller."""
 
     def __init__(
-        self, config: AppConfig, data_dir: Path, secrets: SecretStore,
+        self, config: AppConfig, data_dir: Path, secrets: SecretStoreProtocol,
         config_path: Path | None = None,
     ) -> None:
         self._config = config

@@ -193,6 +193,14 @@ class SecretStoreProtocol(SecretReader, Protocol):
         """Raise SecretStoreError unless the store can be used right now."""
         ...
 
+    def get_api_token(self) -> str | None:
+        """The remote API's bearer token, or None when none was created."""
+        ...
+
+    def set_api_token(self, token: str) -> None:
+        """Store (or replace) the remote API's bearer token."""
+        ...
+
 
 class MemorySecretStore:
     """Keys held in memory only: the demo's fake simulator keys, and tests without D-Bus.
@@ -202,6 +210,7 @@ class MemorySecretStore:
 
     def __init__(self, keys: dict[str, ApiKeys] | None = None) -> None:
         self._keys = dict(keys or {})
+        self._api_token: str | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -226,6 +235,16 @@ class MemorySecretStore:
 
     def check_available(self) -> None:
         return None
+
+    def get_api_token(self) -> str | None:
+        with self._lock:
+            return self._api_token
+
+    def set_api_token(self, token: str) -> None:
+        if not token:
+            raise ValueError("the API token must not be empty")
+        with self._lock:
+            self._api_token = token
 
 
 class _KeyringGate:

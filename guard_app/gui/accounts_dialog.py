@@ -45,7 +45,7 @@ from guard_app.core.errors import (
     SecretStoreError,
 )
 from guard_app.core.models import Market
-from guard_app.core.secrets import ApiKeys, SecretStore, UnreadableKeysError
+from guard_app.core.secrets import ApiKeys, SecretStoreProtocol, UnreadableKeysError
 from guard_app.exchanges.catalog import exchange_ids, needs_passphrase, sandbox_offered
 from guard_app.gui.keyring_help import keyring_help, keyring_title
 from guard_app.gui.model.account_form import (
@@ -98,7 +98,7 @@ class AccountsDialog(QDialog):
     saved = Signal(object)  # the new AppConfig after a successful atomic save
 
     def __init__(
-        self, config_path: Path, secrets: SecretStore, parent: QWidget | None = None
+        self, config_path: Path, secrets: SecretStoreProtocol, parent: QWidget | None = None
     ) -> None:
         super().__init__(parent)
         self.setObjectName("accounts-dialog")

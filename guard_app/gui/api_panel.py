@@ -101,7 +101,12 @@ def with_companion_observers(observer: Observer, companions: Sequence[LoopCompan
 
     Goes away once the enforcer takes a list of observers (core-events).
     """
-    extra = [o for companion in companions for o in companion.observers()]
+    extra: list[Observer] = []
+    for companion in companions:
+        try:
+            extra.extend(companion.observers())
+        except Exception:  # a companion must never keep the enforcer from running
+            log.exception("a companion of the enforcer could not be set up; enforcing without it")
     if not extra:
         return observer
     chain = [observer, *extra]

@@ -31,7 +31,7 @@ from guard_app.core.config import AppConfig, load_config
 from guard_app.core.errors import ConfigError, StateError
 from guard_app.core.events import CycleFinished
 from guard_app.core.paths import default_config_path, default_data_dir
-from guard_app.core.secrets import SecretStore
+from guard_app.core.secrets import SecretStore, SecretStoreProtocol
 from guard_app.core.state import open_state
 from guard_app.gui.accounts_dialog import AccountsDialog
 from guard_app.gui.api_panel import ApiController, ApiPanel, LoopCompanion
@@ -65,7 +65,7 @@ class AppParts:
     window: MainWindow
     tray: Tray | None
     config_path: Path | None = None
-    secrets: SecretStore | None = None
+    secrets: SecretStoreProtocol | None = None
     dialogs: list[QWidget] = field(default_factory=list)  # open non-modal dialogs (kept alive)
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -96,7 +96,7 @@ def tray_available() -> bool:
 
 # Builds the remote API's desktop side (``guard_app.api.desktop.DesktopApi``): the CLI,
 # which sits above both the GUI and the API, passes it in; the GUI never imports the API.
-ApiFactory = Callable[[AppConfig, Path, SecretStore, "Path | None"], "DesktopApiLike"]
+ApiFactory = Callable[[AppConfig, Path, SecretStoreProtocol, "Path | None"], "DesktopApiLike"]
 
 
 class DesktopApiLike(ApiController, LoopCompanion, Protocol):
@@ -106,7 +106,7 @@ class DesktopApiLike(ApiController, LoopCompanion, Protocol):
 def build_app(
     config: AppConfig,
     data_dir: Path,
-    secrets: SecretStore,
+    secrets: SecretStoreProtocol,
     *,
     config_path: Path | None = None,
     start: bool = True,
@@ -272,7 +272,7 @@ async def _error_dialog(title: str, text: str, detail: str = "") -> None:
     await _answered(box)
 
 
-async def _create_config_interactively(config_path: Path, secrets: SecretStore) -> bool:
+async def _create_config_interactively(config_path: Path, secrets: SecretStoreProtocol) -> bool:
     await _answered(AccountsDialog(config_path, secrets, None))
     return _exists(config_path)
 
@@ -310,7 +310,7 @@ async def _resolve_config(args: argparse.Namespace, demo: bool) -> tuple[str, An
     or ("exit", code) when the user quit or the config can't be used."""
     config_path: Path | None = None
     data_dir: Path | None = None
-    secrets: SecretStore | None = None
+    secrets: SecretStoreProtocol | None = None
     if not demo:
         config_path, data_dir = _paths(args)
         secrets = SecretStore()

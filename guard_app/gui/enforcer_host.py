@@ -30,7 +30,7 @@ from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from guard_app.core.config import AppConfig
 from guard_app.core.events import CycleFinished, EnforcerEvent, Heartbeat, Observer
-from guard_app.core.secrets import SecretStore
+from guard_app.core.secrets import SecretStoreProtocol
 from guard_app.core.state import StateStore, UnwindFlag, open_state
 from guard_app.gui.api_panel import LoopCompanion, run_with_companions, with_companion_observers
 
@@ -41,13 +41,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("guard_app.gui.host")
 
-EnforcerFactory = Callable[[AppConfig, Path, SecretStore, Observer], "Enforcer"]
+EnforcerFactory = Callable[[AppConfig, Path, SecretStoreProtocol, Observer], "Enforcer"]
 MAX_RESTART_BACKOFF = 30.0
 ABANDON_WAIT_SECONDS = 2.0
 
 
 def _default_factory(
-    config: AppConfig, data_dir: Path, secrets: SecretStore, observer: Observer
+    config: AppConfig, data_dir: Path, secrets: SecretStoreProtocol, observer: Observer
 ) -> Enforcer:
     from guard_app.core.enforcer import Enforcer
     from guard_app.exchanges import make_broker
@@ -159,7 +159,7 @@ class EnforcerHost(QObject):
         self,
         config: AppConfig,
         data_dir: Path,
-        secrets: SecretStore,
+        secrets: SecretStoreProtocol,
         parent: QObject | None = None,
         *,
         stall_after: float = 15.0,
@@ -213,7 +213,7 @@ class EnforcerHost(QObject):
         return self._data_dir
 
     @property
-    def secrets(self) -> SecretStore:
+    def secrets(self) -> SecretStoreProtocol:
         return self._secrets
 
     # -- life cycle ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QWidget
 
+from guard_app.api.desktop import DesktopApi
 from guard_app.core.events import AccountRead, OrderFilled
 from guard_app.gui.accounts_dialog import AccountsDialog
 from guard_app.gui.app import AppParts, run_app
@@ -52,7 +53,8 @@ def start(args: argparse.Namespace, check: Callable[[AppParts], None], *,
         finally:
             QApplication.exit(0)  # like a signal: no "quit while unwinding?" question
 
-    code = run_app(args, demo=demo, on_started=on_started)
+    # Exactly what `guard-app` passes (guard_app/cli.py): the remote API's desktop side.
+    code = run_app(args, demo=demo, on_started=on_started, api_factory=DesktopApi)
     if failures:
         raise failures[0]
     return code
@@ -270,3 +272,19 @@ def test_every_style_sheet_selector_matches_a_widget_of_the_app(
 
     assert start(argparse.Namespace(), check, demo=True) == 0
     assert any("unwind" in s for s in selectors) and any("card" in s for s in selectors)
+
+
+def test_the_demo_enforces_every_account_on_all_three_exchanges(qtbot: Any) -> None:
+    """`guard-app demo` as users start it: the enforcer runs (the API companion, off in
+    the demo, must not stop it) and reads the Binance, OKX and Bybit accounts."""
+    read: set[str] = set()
+
+    def check(parts: AppParts) -> None:
+        parts.host.enforcer_event.connect(
+            lambda e: read.add(e.snapshot.account_id) if isinstance(e, AccountRead) else None)
+        expected = {a.id for a in parts.host.config.accounts}
+        assert {a.exchange for a in parts.host.config.accounts} == {"binance", "okx", "bybit"}
+        qtbot.waitUntil(lambda: expected <= read, timeout=30_000)
+        assert parts.host.alive
+
+    assert start(argparse.Namespace(), check, demo=True) == 0
