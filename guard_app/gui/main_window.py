@@ -140,6 +140,9 @@ class UserSection(QWidget):
             )
 
 
+SECONDARY_MIN_WIDTH = 60
+
+
 class StatusStrip(QFrame):
     """Enforcer running/paused/stalled, last cycle, interventions, unwinds, recovery."""
 
@@ -166,6 +169,10 @@ class StatusStrip(QFrame):
         for w in (self.overall, self.status, self.restart, self.cycle, self.interventions,
                   self.unwinds, self.recovery):
             layout.addWidget(w)
+        # The secondary figures give way first on a narrow screen (their full text stays
+        # in the tooltip): the window must fit a 1366-pixel laptop screen, panels included.
+        for w in (self.cycle, self.interventions, self.unwinds, self.recovery):
+            w.setMinimumWidth(SECONDARY_MIN_WIDTH)
         layout.addStretch(1)
         self._overall_state = ""
 
@@ -206,6 +213,8 @@ class StatusStrip(QFrame):
         worst = ("" if s.worst_back_under_seconds is None
                  else f" (worst {duration(s.worst_back_under_seconds)})")
         self.recovery.setText(f"Back under cap in: <b>{back}</b>{worst}")
+        for label in (self.cycle, self.interventions, self.unwinds, self.recovery):
+            label.setToolTip(label.text())  # the whole text when the strip is narrow
         worst_state = dashboard.worst_state()
         views = list(dashboard.accounts.values())
         over = sum(v.state is AccountState.OVER_CAP for v in views)

@@ -286,5 +286,7 @@ def test_the_demo_enforces_every_account_on_all_three_exchanges(qtbot: Any) -> N
         assert {a.exchange for a in parts.host.config.accounts} == {"binance", "okx", "bybit"}
         qtbot.waitUntil(lambda: expected <= read, timeout=30_000)
         assert parts.host.alive
+        # With every panel filled and the API panel in the strip, it still fits a laptop.
+        assert parts.window.minimumSizeHint().width() <= 1366
 
     assert start(argparse.Namespace(), check, demo=True) == 0
