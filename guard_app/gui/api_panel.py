@@ -191,7 +191,11 @@ class ApiPanel(QWidget):
         else:
             self.label.setText("API off")
         self.turn_on_button.setVisible(not state.on)
+        # Off: one button, "Turn on" (which makes a token if needed); the rest only
+        # mean something while the API serves.
         self.copy_button.setEnabled(state.on)
+        self.copy_button.setVisible(state.on)
+        self.rotate_button.setVisible(state.on)
 
     def _copy(self) -> None:
         QGuiApplication.clipboard().setText(self._controller.address)
