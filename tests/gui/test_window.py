@@ -132,7 +132,10 @@ def test_forced_unwind_cancel_confirm_and_turn_off(qtbot, world: World,
     qtbot.waitUntil(lambda: "UNWIND ACTIVE" in button.text(), timeout=5_000)
     assert button.property("role") == "unwind-active"
     qtbot.waitUntil(lambda: "closed 4 of 4" in button.text(), timeout=15_000)
-    assert window.panel("alice-spot").pill.state == AccountState.UNWINDING.value
+    # Panels redraw on their own timer turn (one per event-loop turn): wait for it.
+    qtbot.waitUntil(
+        lambda: window.panel("alice-spot").pill.state == AccountState.UNWINDING.value,
+        timeout=5_000)
     assert window.panel("bob-spot").pill.state == AccountState.OK.value
     assert model.dashboard.worst_state() is AccountState.UNWINDING
 

@@ -76,6 +76,8 @@ _SCHEMA_VERSION = 1
 # pg_advisory_xact_lock key serialising schema creation ("GUAR").
 _SCHEMA_LOCK = 0x47554152
 ERROR_EVERY_SECONDS = 60.0
+# How long opening a store waits for its listener (then it catches up later).
+_FIRST_LISTEN_WAIT_SECONDS = 5.0
 _BACKOFF_FIRST = 0.25
 _BACKOFF_MAX = 5.0
 _LISTEN_POLL_SECONDS = 0.25
@@ -208,10 +210,18 @@ class PostgresStateStore(StateStore):
             )
         self._conn: psycopg.Connection[Any] | None = conn
         self._own_pids.add(conn.info.backend_pid)
+        # The first LISTEN is awaited here (briefly), so that once the store is handed
+        # out no change can slip by unseen, and no spurious "changed" arrives later
+        # from the listener's catch-up look (data_version must not move on its own).
+        self._listening = threading.Event()
+        self._handed_out = False
         self._thread = threading.Thread(
             target=self._background, name="guard-state-listener", daemon=True
         )
         self._thread.start()
+        self._listening.wait(_FIRST_LISTEN_WAIT_SECONDS)
+        with self._lock:
+            self._handed_out = True
 
     def __repr__(self) -> str:
         state = "closed" if self._closed.is_set() else "open"
@@ -290,8 +300,11 @@ class PostgresStateStore(StateStore):
                 if listener is None:
                     listener = self._connect()
                     listener.execute(f"LISTEN {CHANNEL}")
-                    # Changes made while we weren't listening: look again.
-                    self._changed()
+                    with self._lock:
+                        missed = self._handed_out  # listening started after callers read
+                        self._listening.set()
+                    if missed:  # changes made while we weren't listening: look again
+                        self._changed()
                 for note in listener.notifies(timeout=_LISTEN_POLL_SECONDS):
                     if note.pid not in self._own_pids:
                         self._changed()
