@@ -36,7 +36,7 @@ __all__ = [
     "FormCheck",
     "KeysBox",
     "Outcome",
-    "TestPlan",
+    "ConnectionTestPlan",
     "account_to_form",
     "describe_test_result",
     "place_config_error",
@@ -116,7 +116,7 @@ class KeysBox:
 
 
 @dataclass
-class TestPlan:
+class ConnectionTestPlan:
     """A connection test ready to run: ``keys`` as typed, or the stored ones of ``stored_id``."""
 
     account: AccountConfig
@@ -357,7 +357,7 @@ class AccountsEditor:
 
     # ---- test connection ----
 
-    def plan_test(self, texts: Mapping[str, str], sandbox: bool) -> TestPlan | str:
+    def plan_test(self, texts: Mapping[str, str], sandbox: bool) -> ConnectionTestPlan | str:
         """The test to run for the form, or the line saying why it can't run yet."""
         data, _, local = self.form_data(texts, sandbox)
         if local:
@@ -371,7 +371,7 @@ class AccountsEditor:
             return "Enter the API key and secret first."
         if account.sandbox and not sandbox_offered(account.exchange):
             return "sandbox not offered by this exchange: untick 'Sandbox'"
-        return TestPlan(account, keys, self.editing_id if keys is None else None)
+        return ConnectionTestPlan(account, keys, self.editing_id if keys is None else None)
 
 
 def _place(target: FormCheck | Outcome, exc: ConfigError) -> None:
