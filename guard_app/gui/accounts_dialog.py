@@ -52,6 +52,7 @@ from guard_app.gui.model.account_form import (
 from guard_app.gui.model.accounts_editor import (
     KEY_FIELDS,
     AccountsEditor,
+    KeysBox,
     Outcome,
     describe_test_result,
 )
@@ -86,63 +87,20 @@ class _ErrorLabel(QLabel):
             self.setVisible(bool(text))
 
 
-class AccountsDialog(QDialog):
-    """Add, edit, test and remove accounts; keys in the OS keyring, never in the file."""
+class _AccountForm(QWidget):
+    """The form's fields with an error line under each, and the keys box.
 
-    saved = Signal(object)  # the new AppConfig after a successful atomic save
+    Reads and writes plain texts (what :class:`AccountsEditor` works with) and emits
+    ``changed`` on every edit; it knows no rules.
+    """
 
-    def __init__(
-        self, config_path: Path, secrets: SecretStoreProtocol, parent: QWidget | None = None
-    ) -> None:
-        super().__init__(parent)
-        self.setObjectName("accounts-dialog")
-        self.setWindowTitle("Accounts and keys")
-        self.config_path = Path(config_path)
-        self.editor = AccountsEditor(self.config_path, secrets)
-        self._loading = False
-        self._test_task: asyncio.Future[Any] | None = None
+    changed = Signal()
+    exchange_changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
         self.fields: dict[str, QWidget] = {}
         self.errors: dict[str, _ErrorLabel] = {}
-        self._build()
-        self._reload()
-
-    # ---- building the widgets ----
-
-    def _build(self) -> None:
-        self.config_error = _ErrorLabel()
-        self.config_error.setObjectName("config-error")
-
-        self.keyring_banner = QFrame()
-        self.keyring_banner.setObjectName("keyring-banner")
-        self.keyring_banner.setFrameShape(QFrame.Shape.StyledPanel)
-        self.keyring_text = QLabel()
-        self.keyring_text.setWordWrap(True)
-        self.keyring_retry = QPushButton("Retry")
-        self.keyring_retry.setObjectName("keyring-retry")
-        self.keyring_retry.clicked.connect(self._retry_keyring)
-        banner_layout = QHBoxLayout(self.keyring_banner)
-        banner_layout.addWidget(self.keyring_text, 1)
-        banner_layout.addWidget(self.keyring_retry, 0, Qt.AlignmentFlag.AlignTop)
-        self.keyring_banner.hide()
-
-        # Left: the accounts.
-        self.account_list = QListWidget()
-        self.account_list.setObjectName("accounts-list")
-        self.account_list.currentItemChanged.connect(self._on_selection)
-        self.add_button = QPushButton("Add account")
-        self.add_button.setObjectName("add-account")
-        self.add_button.clicked.connect(self.new_account)
-        self.remove_button = QPushButton("Remove…")
-        self.remove_button.setObjectName("remove-account")
-        self.remove_button.clicked.connect(self.remove_selected)
-        left = QVBoxLayout()
-        left.addWidget(self.account_list, 1)
-        row = QHBoxLayout()
-        row.addWidget(self.add_button)
-        row.addWidget(self.remove_button)
-        left.addLayout(row)
-
-        # Right: the form.
         form = QFormLayout()
         self.fields["id"] = QLineEdit(placeholderText="alice-binance-spot")
         self.fields["user"] = QLineEdit(placeholderText="alice")
@@ -188,7 +146,6 @@ class AccountsDialog(QDialog):
         self.keys_status.setWordWrap(True)
         self.replace_keys_button = QPushButton("Replace keys…")
         self.replace_keys_button.setObjectName("replace-keys")
-        self.replace_keys_button.clicked.connect(self._start_replacing_keys)
         status_row = QHBoxLayout()
         status_row.addWidget(self.keys_status, 1)
         status_row.addWidget(self.replace_keys_button)
@@ -205,7 +162,145 @@ class AccountsDialog(QDialog):
             keys_form.addRow(text, container)
         self._keys_form = keys_form
 
-        # Test connection.
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addWidget(keys_box)
+        for key, widget in self.fields.items():
+            if key not in KEY_FIELDS:
+                widget.setObjectName(f"field-{key}")
+            self._connect_change(widget)
+        exchange.currentTextChanged.connect(lambda _text: self.exchange_changed.emit())
+
+    def _with_error(self, key: str) -> QWidget:
+        container = QWidget()
+        layout = QVBoxLayout(container)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.fields[key])
+        label = _ErrorLabel(reserve=True)
+        label.setObjectName(f"error-{key}")
+        layout.addWidget(label)
+        self.errors[key] = label
+        return container
+
+    def _connect_change(self, widget: QWidget) -> None:
+        def changed(*_args: object) -> None:
+            self.changed.emit()
+
+        if isinstance(widget, QLineEdit | QPlainTextEdit):
+            widget.textChanged.connect(changed)
+        elif isinstance(widget, QComboBox):
+            widget.currentTextChanged.connect(changed)
+        elif isinstance(widget, QCheckBox):
+            widget.toggled.connect(changed)
+
+    # ---- values ----
+
+    def text(self, key: str) -> str:
+        widget = self.fields[key]
+        if isinstance(widget, QComboBox):
+            return widget.currentText().strip()
+        if isinstance(widget, QPlainTextEdit):
+            return widget.toPlainText().strip()
+        assert isinstance(widget, QLineEdit)  # noqa: S101
+        return widget.text().strip()
+
+    def texts(self) -> dict[str, str]:
+        return {key: self.text(key) for key in TEXT_FIELDS}
+
+    def sandbox(self) -> bool:
+        box = self.fields["sandbox"]
+        assert isinstance(box, QCheckBox)  # noqa: S101
+        return box.isChecked()
+
+    def set_values(self, texts: dict[str, str], sandbox: bool) -> None:
+        for key, text in texts.items():
+            widget = self.fields[key]
+            if isinstance(widget, QComboBox) and widget.isEditable():
+                widget.setEditText(text)
+            elif isinstance(widget, QComboBox):
+                widget.setCurrentIndex(max(widget.findText(text), 0))
+            elif isinstance(widget, QPlainTextEdit):
+                widget.setPlainText(text)
+            elif isinstance(widget, QLineEdit):
+                widget.setText(text)
+        box = self.fields["sandbox"]
+        assert isinstance(box, QCheckBox)  # noqa: S101
+        box.setChecked(sandbox)
+
+    def show_keys(self, box: KeysBox) -> None:
+        """The keys box as the editor describes it; hidden key fields are emptied."""
+        self.keys_status.setText(box.text)
+        self.replace_keys_button.setVisible(box.replace_visible)
+        for key in KEY_FIELDS:
+            self._keys_form.setRowVisible(self._key_rows[key], key in box.visible)
+            if key not in box.visible:
+                edit = self.fields[key]
+                assert isinstance(edit, QLineEdit)  # noqa: S101
+                edit.clear()
+
+
+class AccountsDialog(QDialog):
+    """Add, edit, test and remove accounts; keys in the OS keyring, never in the file."""
+
+    saved = Signal(object)  # the new AppConfig after a successful atomic save
+
+    def __init__(
+        self, config_path: Path, secrets: SecretStoreProtocol, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("accounts-dialog")
+        self.setWindowTitle("Accounts and keys")
+        self.config_path = Path(config_path)
+        self.editor = AccountsEditor(self.config_path, secrets)
+        self._loading = False
+        self._test_task: asyncio.Future[Any] | None = None
+        self.form = _AccountForm()
+        self.fields, self.errors = self.form.fields, self.form.errors
+        self.keys_status = self.form.keys_status
+        self.replace_keys_button = self.form.replace_keys_button
+        self._build()
+        self._reload()
+
+    def _build(self) -> None:
+        self.config_error = _ErrorLabel()
+        self.config_error.setObjectName("config-error")
+
+        self.keyring_banner = QFrame()
+        self.keyring_banner.setObjectName("keyring-banner")
+        self.keyring_banner.setFrameShape(QFrame.Shape.StyledPanel)
+        self.keyring_text = QLabel()
+        self.keyring_text.setWordWrap(True)
+        self.keyring_retry = QPushButton("Retry")
+        self.keyring_retry.setObjectName("keyring-retry")
+        self.keyring_retry.clicked.connect(self._retry_keyring)
+        banner_layout = QHBoxLayout(self.keyring_banner)
+        banner_layout.addWidget(self.keyring_text, 1)
+        banner_layout.addWidget(self.keyring_retry, 0, Qt.AlignmentFlag.AlignTop)
+        self.keyring_banner.hide()
+
+        # Left: the accounts.
+        self.account_list = QListWidget()
+        self.account_list.setObjectName("accounts-list")
+        self.account_list.currentItemChanged.connect(self._on_selection)
+        self.add_button = QPushButton("Add account")
+        self.add_button.setObjectName("add-account")
+        self.add_button.clicked.connect(self.new_account)
+        self.remove_button = QPushButton("Remove…")
+        self.remove_button.setObjectName("remove-account")
+        self.remove_button.clicked.connect(self.remove_selected)
+        left = QVBoxLayout()
+        left.addWidget(self.account_list, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
+        left.addLayout(row)
+
+        # Right: the form, the test, Save.
+        self.replace_keys_button.clicked.connect(self._start_replacing_keys)
+        self.form.changed.connect(self._revalidate)
+        self.form.exchange_changed.connect(self._update_key_fields)
         self.test_button = QPushButton("Test connection")
         self.test_button.setObjectName("test-connection")
         self.test_button.clicked.connect(self.start_test)
@@ -239,8 +334,7 @@ class AccountsDialog(QDialog):
         buttons.addWidget(self.save_button)
 
         right = QVBoxLayout()
-        right.addLayout(form)
-        right.addWidget(keys_box)
+        right.addWidget(self.form)
         right.addLayout(test_row)
         right.addWidget(self.form_error)
         right.addLayout(buttons)
@@ -252,37 +346,6 @@ class AccountsDialog(QDialog):
         outer.addWidget(self.config_error)
         outer.addWidget(self.keyring_banner)
         outer.addLayout(body)
-
-        for key, widget in self.fields.items():
-            if key not in ("api_key", "secret", "password"):
-                widget.setObjectName(f"field-{key}")
-            self._connect_change(widget)
-        exchange.currentTextChanged.connect(lambda _text: self._update_key_fields())
-
-    def _with_error(self, key: str) -> QWidget:
-        container = QWidget()
-        layout = QVBoxLayout(container)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addWidget(self.fields[key])
-        label = _ErrorLabel(reserve=True)
-        label.setObjectName(f"error-{key}")
-        layout.addWidget(label)
-        self.errors[key] = label
-        return container
-
-    def _connect_change(self, widget: QWidget) -> None:
-        def changed(*_args: object) -> None:
-            self._revalidate()
-
-        if isinstance(widget, QLineEdit):
-            widget.textChanged.connect(changed)
-        elif isinstance(widget, QComboBox):
-            widget.currentTextChanged.connect(changed)
-        elif isinstance(widget, QCheckBox):
-            widget.toggled.connect(changed)
-        elif isinstance(widget, QPlainTextEdit):
-            widget.textChanged.connect(changed)
 
     # ---- the editor's answers into the widgets ----
 
@@ -344,17 +407,7 @@ class AccountsDialog(QDialog):
     def _show_form(self, texts: dict[str, str], sandbox: bool, *, removable: bool) -> None:
         self._loading = True
         try:
-            for key, text in texts.items():
-                widget = self.fields[key]
-                if isinstance(widget, QComboBox) and widget.isEditable():
-                    widget.setEditText(text)
-                elif isinstance(widget, QComboBox):
-                    widget.setCurrentIndex(max(widget.findText(text), 0))
-                elif isinstance(widget, QPlainTextEdit):
-                    widget.setPlainText(text)
-                elif isinstance(widget, QLineEdit):
-                    widget.setText(text)
-            self._checkbox().setChecked(sandbox)
+            self.form.set_values(texts, sandbox)
         finally:
             self._loading = False
         self._update_key_fields()
@@ -369,32 +422,7 @@ class AccountsDialog(QDialog):
         self.fields["api_key"].setFocus()
 
     def _update_key_fields(self) -> None:
-        box = self.editor.keys_box(self._text("exchange"))
-        self.keys_status.setText(box.text)
-        self.replace_keys_button.setVisible(box.replace_visible)
-        for key in KEY_FIELDS:
-            self._keys_form.setRowVisible(self._key_rows[key], key in box.visible)
-            if key not in box.visible:
-                widget = self.fields[key]
-                assert isinstance(widget, QLineEdit)  # noqa: S101
-                widget.clear()
-
-    def _checkbox(self) -> QCheckBox:
-        sandbox = self.fields["sandbox"]
-        assert isinstance(sandbox, QCheckBox)  # noqa: S101
-        return sandbox
-
-    def _text(self, key: str) -> str:
-        widget = self.fields[key]
-        if isinstance(widget, QComboBox):
-            return widget.currentText().strip()
-        if isinstance(widget, QPlainTextEdit):
-            return widget.toPlainText().strip()
-        assert isinstance(widget, QLineEdit)  # noqa: S101
-        return widget.text().strip()
-
-    def _texts(self) -> dict[str, str]:
-        return {key: self._text(key) for key in TEXT_FIELDS}
+        self.form.show_keys(self.editor.keys_box(self.form.text("exchange")))
 
     # ---- validation ----
 
@@ -421,7 +449,7 @@ class AccountsDialog(QDialog):
         for label in self.errors.values():
             label.set_error("")
         self.form_error.set_error("")
-        check = self.editor.check(self._texts(), self._checkbox().isChecked())
+        check = self.editor.check(self.form.texts(), self.form.sandbox())
         self._show_errors(check.errors, check.form_error)
         self.save_button.setEnabled(check.valid)
         return check.valid
@@ -443,7 +471,7 @@ class AccountsDialog(QDialog):
         """Save the account in the form: keys to the keyring, the rest to the file."""
         if not self._revalidate():
             return False
-        outcome = self.editor.save(self._texts(), self._checkbox().isChecked())
+        outcome = self.editor.save(self.form.texts(), self.form.sandbox())
         return self._apply(outcome, outcome.account_id, f"Saved {outcome.account_id}. "
                            "The enforcer uses it from its next cycle.")
 
@@ -475,7 +503,7 @@ class AccountsDialog(QDialog):
         """Check the form's account and keys against the exchange, without blocking."""
         if self._test_task is not None and not self._test_task.done():
             return
-        plan = self.editor.plan_test(self._texts(), self._checkbox().isChecked())
+        plan = self.editor.plan_test(self.form.texts(), self.form.sandbox())
         if isinstance(plan, str):
             self.test_result.setText(plan)
             return
