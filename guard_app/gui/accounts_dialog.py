@@ -1,16 +1,18 @@
 """The accounts dialog: add, edit, test and remove exchange accounts and their keys.
 
-Validation uses the config loader's own rules (``ConfigDocument`` runs
-``validate_account``/``parse_config`` on the would-be file), and each ConfigError's key
-points at the field to mark, so the dialog and the loader can never disagree. API keys
-go to the OS keyring (``SecretStore``) and never into the config file; once stored they
-are never shown again, only replaced. "Test connection" runs on the GUI's qasync loop
-with the keys as typed, so the window never freezes and the test can be cancelled.
+A thin view over :class:`~guard_app.gui.model.accounts_editor.AccountsEditor` (Qt-free):
+the editor holds the config document and the key status, checks the form with the
+config loader's own rules (so the dialog and the loader can never disagree) and saves;
+the dialog builds the widgets, copies texts and the editor's answers between them, and
+runs "Test connection" on the GUI's qasync loop, so the window never freezes and the
+test can be cancelled. API keys go to the OS keyring (``SecretStore``) and never into
+the config file; once stored they are never shown again, only replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,6 @@ from guard_app.gui.model.account_form import (
     ConnectionTestTimeout,
     connection_test_timeout,
     describe_test_failure,
-    field_for_key,
 )
 from guard_app.gui.model.accounts_editor import (
     KEY_FIELDS,
@@ -58,6 +59,30 @@ from guard_app.gui.model.accounts_editor import (
 )
 
 ERROR_STYLE = "color: #c62828;"
+
+
+def _button(text: str, name: str, slot: Callable[[], object]) -> QPushButton:
+    button = QPushButton(text)
+    button.setObjectName(name)
+    button.clicked.connect(slot)
+    return button
+
+
+def _confirm_remove(parent: QWidget, account_id: str) -> bool:
+    """Ask before removing an account; Cancel is the default."""
+    box = QMessageBox(
+        QMessageBox.Icon.Warning,
+        "Remove account",
+        f"Remove {account_id}?\n\nguard-app stops watching it and deletes its API keys "
+        f"from the keyring. Positions on the exchange are not touched.",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+        parent,
+    )
+    box.setObjectName("confirm-remove")
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    answer = box.exec()
+    box.deleteLater()
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class _ErrorLabel(QLabel):
@@ -85,6 +110,30 @@ class _ErrorLabel(QLabel):
         self.setToolTip(text)
         if not self._reserve:
             self.setVisible(bool(text))
+
+
+class _KeyringBanner(QFrame):
+    """What is wrong with the keyring and how to fix it, with a Retry button; hidden when fine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("keyring-banner")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.retry = QPushButton("Retry")
+        self.retry.setObjectName("keyring-retry")
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(self.retry, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_problem(self, error: SecretStoreError | None) -> None:
+        if error is None:
+            self.hide()
+            return
+        self.text.setText(keyring_help(error))
+        self.show()
 
 
 class _AccountForm(QWidget):
@@ -229,6 +278,10 @@ class _AccountForm(QWidget):
         assert isinstance(box, QCheckBox)  # noqa: S101
         box.setChecked(sandbox)
 
+    def show_errors(self, errors: dict[str, str]) -> None:
+        for key, message in errors.items():
+            self.errors[key].set_error(message)
+
     def show_keys(self, box: KeysBox) -> None:
         """The keys box as the editor describes it; hidden key fields are emptied."""
         self.keys_status.setText(box.text)
@@ -267,29 +320,16 @@ class AccountsDialog(QDialog):
         self.config_error = _ErrorLabel()
         self.config_error.setObjectName("config-error")
 
-        self.keyring_banner = QFrame()
-        self.keyring_banner.setObjectName("keyring-banner")
-        self.keyring_banner.setFrameShape(QFrame.Shape.StyledPanel)
-        self.keyring_text = QLabel()
-        self.keyring_text.setWordWrap(True)
-        self.keyring_retry = QPushButton("Retry")
-        self.keyring_retry.setObjectName("keyring-retry")
-        self.keyring_retry.clicked.connect(self._retry_keyring)
-        banner_layout = QHBoxLayout(self.keyring_banner)
-        banner_layout.addWidget(self.keyring_text, 1)
-        banner_layout.addWidget(self.keyring_retry, 0, Qt.AlignmentFlag.AlignTop)
-        self.keyring_banner.hide()
+        self.keyring_banner = _KeyringBanner()
+        self.keyring_text = self.keyring_banner.text
+        self.keyring_banner.retry.clicked.connect(self._retry_keyring)
 
         # Left: the accounts.
         self.account_list = QListWidget()
         self.account_list.setObjectName("accounts-list")
         self.account_list.currentItemChanged.connect(self._on_selection)
-        self.add_button = QPushButton("Add account")
-        self.add_button.setObjectName("add-account")
-        self.add_button.clicked.connect(self.new_account)
-        self.remove_button = QPushButton("Remove…")
-        self.remove_button.setObjectName("remove-account")
-        self.remove_button.clicked.connect(self.remove_selected)
+        self.add_button = _button("Add account", "add-account", self.new_account)
+        self.remove_button = _button("Remove…", "remove-account", self.remove_selected)
         left = QVBoxLayout()
         left.addWidget(self.account_list, 1)
         row = QHBoxLayout()
@@ -301,13 +341,9 @@ class AccountsDialog(QDialog):
         self.replace_keys_button.clicked.connect(self._start_replacing_keys)
         self.form.changed.connect(self._revalidate)
         self.form.exchange_changed.connect(self._update_key_fields)
-        self.test_button = QPushButton("Test connection")
-        self.test_button.setObjectName("test-connection")
-        self.test_button.clicked.connect(self.start_test)
-        self.cancel_test_button = QPushButton("Cancel test")
-        self.cancel_test_button.setObjectName("cancel-test")
+        self.test_button = _button("Test connection", "test-connection", self.start_test)
+        self.cancel_test_button = _button("Cancel test", "cancel-test", self.cancel_test)
         self.cancel_test_button.setEnabled(False)
-        self.cancel_test_button.clicked.connect(self.cancel_test)
         self.test_result = QLabel()
         self.test_result.setObjectName("test-result")
         self.test_result.setWordWrap(True)
@@ -321,13 +357,9 @@ class AccountsDialog(QDialog):
         self.status = QLabel()
         self.status.setObjectName("save-status")
         self.status.setWordWrap(True)
-        self.save_button = QPushButton("Save account")
-        self.save_button.setObjectName("save-account")
+        self.save_button = _button("Save account", "save-account", self.save_current)
         self.save_button.setDefault(True)
-        self.save_button.clicked.connect(self.save_current)
-        self.close_button = QPushButton("Close")
-        self.close_button.setObjectName("close")
-        self.close_button.clicked.connect(self.reject)
+        self.close_button = _button("Close", "close", self.reject)
         buttons = QHBoxLayout()
         buttons.addWidget(self.status, 1)
         buttons.addWidget(self.close_button)
@@ -351,19 +383,12 @@ class AccountsDialog(QDialog):
 
     def _reload(self, select: str | None = None) -> None:
         self.config_error.set_error(self.editor.reload())
-        self._show_keyring_problem(self.editor.keyring_error)
+        self.keyring_banner.show_problem(self.editor.keyring_error)
         self._fill_list(select)
-
-    def _show_keyring_problem(self, error: SecretStoreError | None) -> None:
-        if error is None:
-            self.keyring_banner.hide()
-            return
-        self.keyring_text.setText(keyring_help(error))
-        self.keyring_banner.show()
 
     def _retry_keyring(self) -> None:
         self.editor.refresh_key_status()
-        self._show_keyring_problem(self.editor.keyring_error)
+        self.keyring_banner.show_problem(self.editor.keyring_error)
         self._fill_list(self.editor.editing_id)
 
     def _fill_list(self, select: str | None) -> None:
@@ -426,19 +451,13 @@ class AccountsDialog(QDialog):
 
     # ---- validation ----
 
-    @staticmethod
-    def field_for_key(key: str) -> tuple[str | None, str]:
-        """The form field a ConfigError key belongs to, and the rest of the key."""
-        return field_for_key(key)
-
     def field_error(self, key: str) -> str:
         """The error shown under a field ("" when none)."""
         label = self.errors[key]
         return label.text() if not label.isHidden() else ""
 
     def _show_errors(self, errors: dict[str, str], form_error: str) -> None:
-        for key, message in errors.items():
-            self.errors[key].set_error(message)
+        self.form.show_errors(errors)
         if form_error:
             self.form_error.set_error(form_error)
 
@@ -446,8 +465,7 @@ class AccountsDialog(QDialog):
         """Check the form with the loader's rules; mark fields; enable Save when valid."""
         if self._loading:
             return False
-        for label in self.errors.values():
-            label.set_error("")
+        self.form.show_errors(dict.fromkeys(self.errors, ""))
         self.form_error.set_error("")
         check = self.editor.check(self.form.texts(), self.form.sandbox())
         self._show_errors(check.errors, check.form_error)
@@ -458,7 +476,7 @@ class AccountsDialog(QDialog):
 
     def _apply(self, outcome: Outcome, select: str | None, status: str) -> bool:
         if outcome.keyring_error is not None:
-            self._show_keyring_problem(outcome.keyring_error)
+            self.keyring_banner.show_problem(outcome.keyring_error)
         self._show_errors(outcome.errors, outcome.form_error)
         if outcome.config is None:
             return False
@@ -480,19 +498,7 @@ class AccountsDialog(QDialog):
         account_id = self.editor.editing_id
         if account_id is None or self.editor.doc is None:
             return False
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
-            "Remove account",
-            f"Remove {account_id}?\n\nguard-app stops watching it and deletes its API keys "
-            f"from the keyring. Positions on the exchange are not touched.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-            self,
-        )
-        box.setObjectName("confirm-remove")
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        answer = box.exec()
-        box.deleteLater()
-        if answer != QMessageBox.StandardButton.Yes:
+        if not _confirm_remove(self, account_id):
             return False
         return self._apply(self.editor.remove(account_id), None,
                            f"Removed {account_id} and its keys.")
