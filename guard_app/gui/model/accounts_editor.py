@@ -42,6 +42,7 @@ __all__ = [
     "place_config_error",
 ]
 
+# The name the dialog always logged under, so existing log filters keep matching.
 log = logging.getLogger("guard_app.gui.accounts_dialog")
 
 # Key status of an account, shown in the list and the keys box.
