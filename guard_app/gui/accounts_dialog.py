@@ -1,18 +1,18 @@
 """The accounts dialog: add, edit, test and remove exchange accounts and their keys.
 
-Validation uses the config loader's own rules (``ConfigDocument`` runs
-``validate_account``/``parse_config`` on the would-be file), and each ConfigError's key
-points at the field to mark, so the dialog and the loader can never disagree. API keys
-go to the OS keyring (``SecretStore``) and never into the config file; once stored they
-are never shown again, only replaced. "Test connection" runs on the GUI's qasync loop
-with the keys as typed, so the window never freezes and the test can be cancelled.
+A thin view over :class:`~guard_app.gui.model.accounts_editor.AccountsEditor` (Qt-free):
+the editor holds the config document and the key status, checks the form with the
+config loader's own rules (so the dialog and the loader can never disagree) and saves;
+the dialog builds the widgets, copies texts and the editor's answers between them, and
+runs "Test connection" on the GUI's qasync loop, so the window never freezes and the
+test can be cancelled. API keys go to the OS keyring (``SecretStore``) and never into
+the config file; once stored they are never shown again, only replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +38,51 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from guard_app.core.config import AccountConfig, validate_account
-from guard_app.core.config_writer import ConfigDocument
-from guard_app.core.errors import (
-    ConfigError,
-    SecretStoreError,
-)
+from guard_app.core.config import AccountConfig
+from guard_app.core.errors import SecretStoreError
 from guard_app.core.models import Market
-from guard_app.core.secrets import ApiKeys, SecretStoreProtocol, UnreadableKeysError
-from guard_app.exchanges.catalog import exchange_ids, needs_passphrase, sandbox_offered
-from guard_app.gui.keyring_help import keyring_help, keyring_title
+from guard_app.core.secrets import ApiKeys, SecretStoreProtocol
+from guard_app.exchanges.catalog import exchange_ids
+from guard_app.gui.keyring_help import keyring_help
 from guard_app.gui.model.account_form import (
     TEXT_FIELDS,
     ConnectionTestTimeout,
     connection_test_timeout,
     describe_test_failure,
-    field_for_key,
-    form_to_account,
 )
-
-log = logging.getLogger(__name__)
+from guard_app.gui.model.accounts_editor import (
+    KEY_FIELDS,
+    AccountsEditor,
+    KeysBox,
+    Outcome,
+    describe_test_result,
+)
 
 ERROR_STYLE = "color: #c62828;"
 
-# Key status of an account, shown in the list and the keys box.
-STORED, MISSING, UNREADABLE, KEYRING_DOWN = "stored", "missing", "unreadable", "keyring"
+
+def _button(text: str, name: str, slot: Callable[[], object]) -> QPushButton:
+    button = QPushButton(text)
+    button.setObjectName(name)
+    button.clicked.connect(slot)
+    return button
+
+
+def _confirm_remove(parent: QWidget, account_id: str) -> bool:
+    """Ask before removing an account; Cancel is the default."""
+    box = QMessageBox(
+        QMessageBox.Icon.Warning,
+        "Remove account",
+        f"Remove {account_id}?\n\nguard-app stops watching it and deletes its API keys "
+        f"from the keyring. Positions on the exchange are not touched.",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+        parent,
+    )
+    box.setObjectName("confirm-remove")
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    answer = box.exec()
+    box.deleteLater()
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class _ErrorLabel(QLabel):
@@ -92,68 +112,44 @@ class _ErrorLabel(QLabel):
             self.setVisible(bool(text))
 
 
-class AccountsDialog(QDialog):
-    """Add, edit, test and remove accounts; keys in the OS keyring, never in the file."""
+class _KeyringBanner(QFrame):
+    """What is wrong with the keyring and how to fix it, with a Retry button; hidden when fine."""
 
-    saved = Signal(object)  # the new AppConfig after a successful atomic save
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("keyring-banner")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.retry = QPushButton("Retry")
+        self.retry.setObjectName("keyring-retry")
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(self.retry, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
 
-    def __init__(
-        self, config_path: Path, secrets: SecretStoreProtocol, parent: QWidget | None = None
-    ) -> None:
-        super().__init__(parent)
-        self.setObjectName("accounts-dialog")
-        self.setWindowTitle("Accounts and keys")
-        self.config_path = Path(config_path)
-        self._secrets = secrets
-        self._doc: ConfigDocument | None = None
-        self._editing_id: str | None = None  # None: a new account
-        self._key_status: dict[str, str] = {}
-        self._keyring_error: SecretStoreError | None = None
-        self._entering_keys = True
-        self._loading = False
-        self._test_task: asyncio.Future[Any] | None = None
+    def show_problem(self, error: SecretStoreError | None) -> None:
+        if error is None:
+            self.hide()
+            return
+        self.text.setText(keyring_help(error))
+        self.show()
+
+
+class _AccountForm(QWidget):
+    """The form's fields with an error line under each, and the keys box.
+
+    Reads and writes plain texts (what :class:`AccountsEditor` works with) and emits
+    ``changed`` on every edit; it knows no rules.
+    """
+
+    changed = Signal()
+    exchange_changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
         self.fields: dict[str, QWidget] = {}
         self.errors: dict[str, _ErrorLabel] = {}
-        self._build()
-        self._reload()
-
-    # ---- building the widgets ----
-
-    def _build(self) -> None:
-        self.config_error = _ErrorLabel()
-        self.config_error.setObjectName("config-error")
-
-        self.keyring_banner = QFrame()
-        self.keyring_banner.setObjectName("keyring-banner")
-        self.keyring_banner.setFrameShape(QFrame.Shape.StyledPanel)
-        self.keyring_text = QLabel()
-        self.keyring_text.setWordWrap(True)
-        self.keyring_retry = QPushButton("Retry")
-        self.keyring_retry.setObjectName("keyring-retry")
-        self.keyring_retry.clicked.connect(self._retry_keyring)
-        banner_layout = QHBoxLayout(self.keyring_banner)
-        banner_layout.addWidget(self.keyring_text, 1)
-        banner_layout.addWidget(self.keyring_retry, 0, Qt.AlignmentFlag.AlignTop)
-        self.keyring_banner.hide()
-
-        # Left: the accounts.
-        self.account_list = QListWidget()
-        self.account_list.setObjectName("accounts-list")
-        self.account_list.currentItemChanged.connect(self._on_selection)
-        self.add_button = QPushButton("Add account")
-        self.add_button.setObjectName("add-account")
-        self.add_button.clicked.connect(self.new_account)
-        self.remove_button = QPushButton("Remove…")
-        self.remove_button.setObjectName("remove-account")
-        self.remove_button.clicked.connect(self.remove_selected)
-        left = QVBoxLayout()
-        left.addWidget(self.account_list, 1)
-        row = QHBoxLayout()
-        row.addWidget(self.add_button)
-        row.addWidget(self.remove_button)
-        left.addLayout(row)
-
-        # Right: the form.
         form = QFormLayout()
         self.fields["id"] = QLineEdit(placeholderText="alice-binance-spot")
         self.fields["user"] = QLineEdit(placeholderText="alice")
@@ -199,7 +195,6 @@ class AccountsDialog(QDialog):
         self.keys_status.setWordWrap(True)
         self.replace_keys_button = QPushButton("Replace keys…")
         self.replace_keys_button.setObjectName("replace-keys")
-        self.replace_keys_button.clicked.connect(self._start_replacing_keys)
         status_row = QHBoxLayout()
         status_row.addWidget(self.keys_status, 1)
         status_row.addWidget(self.replace_keys_button)
@@ -216,59 +211,15 @@ class AccountsDialog(QDialog):
             keys_form.addRow(text, container)
         self._keys_form = keys_form
 
-        # Test connection.
-        self.test_button = QPushButton("Test connection")
-        self.test_button.setObjectName("test-connection")
-        self.test_button.clicked.connect(self.start_test)
-        self.cancel_test_button = QPushButton("Cancel test")
-        self.cancel_test_button.setObjectName("cancel-test")
-        self.cancel_test_button.setEnabled(False)
-        self.cancel_test_button.clicked.connect(self.cancel_test)
-        self.test_result = QLabel()
-        self.test_result.setObjectName("test-result")
-        self.test_result.setWordWrap(True)
-        test_row = QHBoxLayout()
-        test_row.addWidget(self.test_button)
-        test_row.addWidget(self.cancel_test_button)
-        test_row.addWidget(self.test_result, 1)
-
-        self.form_error = _ErrorLabel()
-        self.form_error.setObjectName("form-error")
-        self.status = QLabel()
-        self.status.setObjectName("save-status")
-        self.status.setWordWrap(True)
-        self.save_button = QPushButton("Save account")
-        self.save_button.setObjectName("save-account")
-        self.save_button.setDefault(True)
-        self.save_button.clicked.connect(self.save_current)
-        self.close_button = QPushButton("Close")
-        self.close_button.setObjectName("close")
-        self.close_button.clicked.connect(self.reject)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.status, 1)
-        buttons.addWidget(self.close_button)
-        buttons.addWidget(self.save_button)
-
-        right = QVBoxLayout()
-        right.addLayout(form)
-        right.addWidget(keys_box)
-        right.addLayout(test_row)
-        right.addWidget(self.form_error)
-        right.addLayout(buttons)
-
-        body = QHBoxLayout()
-        body.addLayout(left, 1)
-        body.addLayout(right, 2)
-        outer = QVBoxLayout(self)
-        outer.addWidget(self.config_error)
-        outer.addWidget(self.keyring_banner)
-        outer.addLayout(body)
-
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addWidget(keys_box)
         for key, widget in self.fields.items():
-            if key not in ("api_key", "secret", "password"):
+            if key not in KEY_FIELDS:
                 widget.setObjectName(f"field-{key}")
             self._connect_change(widget)
-        exchange.currentTextChanged.connect(lambda _text: self._update_key_fields())
+        exchange.currentTextChanged.connect(lambda _text: self.exchange_changed.emit())
 
     def _with_error(self, key: str) -> QWidget:
         container = QWidget()
@@ -284,75 +235,167 @@ class AccountsDialog(QDialog):
 
     def _connect_change(self, widget: QWidget) -> None:
         def changed(*_args: object) -> None:
-            self._revalidate()
+            self.changed.emit()
 
-        if isinstance(widget, QLineEdit):
+        if isinstance(widget, QLineEdit | QPlainTextEdit):
             widget.textChanged.connect(changed)
         elif isinstance(widget, QComboBox):
             widget.currentTextChanged.connect(changed)
         elif isinstance(widget, QCheckBox):
             widget.toggled.connect(changed)
-        elif isinstance(widget, QPlainTextEdit):
-            widget.textChanged.connect(changed)
 
-    # ---- loading ----
+    # ---- values ----
+
+    def text(self, key: str) -> str:
+        widget = self.fields[key]
+        if isinstance(widget, QComboBox):
+            return widget.currentText().strip()
+        if isinstance(widget, QPlainTextEdit):
+            return widget.toPlainText().strip()
+        assert isinstance(widget, QLineEdit)  # noqa: S101
+        return widget.text().strip()
+
+    def texts(self) -> dict[str, str]:
+        return {key: self.text(key) for key in TEXT_FIELDS}
+
+    def sandbox(self) -> bool:
+        box = self.fields["sandbox"]
+        assert isinstance(box, QCheckBox)  # noqa: S101
+        return box.isChecked()
+
+    def set_values(self, texts: dict[str, str], sandbox: bool) -> None:
+        for key, text in texts.items():
+            widget = self.fields[key]
+            if isinstance(widget, QComboBox) and widget.isEditable():
+                widget.setEditText(text)
+            elif isinstance(widget, QComboBox):
+                widget.setCurrentIndex(max(widget.findText(text), 0))
+            elif isinstance(widget, QPlainTextEdit):
+                widget.setPlainText(text)
+            elif isinstance(widget, QLineEdit):
+                widget.setText(text)
+        box = self.fields["sandbox"]
+        assert isinstance(box, QCheckBox)  # noqa: S101
+        box.setChecked(sandbox)
+
+    def show_errors(self, errors: dict[str, str]) -> None:
+        for key, message in errors.items():
+            self.errors[key].set_error(message)
+
+    def show_keys(self, box: KeysBox) -> None:
+        """The keys box as the editor describes it; hidden key fields are emptied."""
+        self.keys_status.setText(box.text)
+        self.replace_keys_button.setVisible(box.replace_visible)
+        for key in KEY_FIELDS:
+            self._keys_form.setRowVisible(self._key_rows[key], key in box.visible)
+            if key not in box.visible:
+                edit = self.fields[key]
+                assert isinstance(edit, QLineEdit)  # noqa: S101
+                edit.clear()
+
+
+class AccountsDialog(QDialog):
+    """Add, edit, test and remove accounts; keys in the OS keyring, never in the file."""
+
+    saved = Signal(object)  # the new AppConfig after a successful atomic save
+
+    def __init__(
+        self, config_path: Path, secrets: SecretStoreProtocol, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("accounts-dialog")
+        self.setWindowTitle("Accounts and keys")
+        self.config_path = Path(config_path)
+        self.editor = AccountsEditor(self.config_path, secrets)
+        self._loading = False
+        self._test_task: asyncio.Future[Any] | None = None
+        self.form = _AccountForm()
+        self.fields, self.errors = self.form.fields, self.form.errors
+        self.keys_status = self.form.keys_status
+        self.replace_keys_button = self.form.replace_keys_button
+        self._build()
+        self._reload()
+
+    def _build(self) -> None:
+        self.config_error = _ErrorLabel()
+        self.config_error.setObjectName("config-error")
+
+        self.keyring_banner = _KeyringBanner()
+        self.keyring_text = self.keyring_banner.text
+        self.keyring_banner.retry.clicked.connect(self._retry_keyring)
+
+        # Left: the accounts.
+        self.account_list = QListWidget()
+        self.account_list.setObjectName("accounts-list")
+        self.account_list.currentItemChanged.connect(self._on_selection)
+        self.add_button = _button("Add account", "add-account", self.new_account)
+        self.remove_button = _button("Remove…", "remove-account", self.remove_selected)
+        left = QVBoxLayout()
+        left.addWidget(self.account_list, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
+        left.addLayout(row)
+
+        # Right: the form, the test, Save.
+        self.replace_keys_button.clicked.connect(self._start_replacing_keys)
+        self.form.changed.connect(self._revalidate)
+        self.form.exchange_changed.connect(self._update_key_fields)
+        self.test_button = _button("Test connection", "test-connection", self.start_test)
+        self.cancel_test_button = _button("Cancel test", "cancel-test", self.cancel_test)
+        self.cancel_test_button.setEnabled(False)
+        self.test_result = QLabel()
+        self.test_result.setObjectName("test-result")
+        self.test_result.setWordWrap(True)
+        test_row = QHBoxLayout()
+        test_row.addWidget(self.test_button)
+        test_row.addWidget(self.cancel_test_button)
+        test_row.addWidget(self.test_result, 1)
+
+        self.form_error = _ErrorLabel()
+        self.form_error.setObjectName("form-error")
+        self.status = QLabel()
+        self.status.setObjectName("save-status")
+        self.status.setWordWrap(True)
+        self.save_button = _button("Save account", "save-account", self.save_current)
+        self.save_button.setDefault(True)
+        self.close_button = _button("Close", "close", self.reject)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.status, 1)
+        buttons.addWidget(self.close_button)
+        buttons.addWidget(self.save_button)
+
+        right = QVBoxLayout()
+        right.addWidget(self.form)
+        right.addLayout(test_row)
+        right.addWidget(self.form_error)
+        right.addLayout(buttons)
+
+        body = QHBoxLayout()
+        body.addLayout(left, 1)
+        body.addLayout(right, 2)
+        outer = QVBoxLayout(self)
+        outer.addWidget(self.config_error)
+        outer.addWidget(self.keyring_banner)
+        outer.addLayout(body)
+
+    # ---- the editor's answers into the widgets ----
 
     def _reload(self, select: str | None = None) -> None:
-        try:
-            self._doc = ConfigDocument.load(self.config_path)
-        except ConfigError as exc:
-            self._doc = None
-            self.config_error.set_error(f"Can't edit the config file: {exc}")
-        else:
-            self.config_error.set_error("")
-        self._refresh_key_status()
+        self.config_error.set_error(self.editor.reload())
+        self.keyring_banner.show_problem(self.editor.keyring_error)
         self._fill_list(select)
 
-    def _refresh_key_status(self) -> None:
-        self._key_status.clear()
-        self._keyring_error = None
-        ids = self._doc.account_ids() if self._doc else []
-        for account_id in ids:
-            try:
-                keys = self._secrets.get(account_id)
-            except UnreadableKeysError:
-                self._key_status[account_id] = UNREADABLE
-                continue
-            except SecretStoreError as exc:
-                self._keyring_error = exc
-                self._key_status.update({i: KEYRING_DOWN for i in ids})
-                break
-            self._key_status[account_id] = STORED if keys is not None else MISSING
-        if self._keyring_error is None and not ids:
-            try:
-                self._secrets.check_available()
-            except SecretStoreError as exc:
-                self._keyring_error = exc
-        self._show_keyring_problem(self._keyring_error)
-
-    def _show_keyring_problem(self, error: SecretStoreError | None) -> None:
-        if error is None:
-            self.keyring_banner.hide()
-            return
-        self.keyring_text.setText(keyring_help(error))
-        self.keyring_banner.show()
-
     def _retry_keyring(self) -> None:
-        self._refresh_key_status()
-        self._fill_list(self._editing_id)
+        self.editor.refresh_key_status()
+        self.keyring_banner.show_problem(self.editor.keyring_error)
+        self._fill_list(self.editor.editing_id)
 
     def _fill_list(self, select: str | None) -> None:
         self._loading = True
         self.account_list.clear()
-        marks = {STORED: "✓ keys", MISSING: "⚠ no keys", UNREADABLE: "⚠ keys unreadable",
-                 KEYRING_DOWN: "⚠ keyring unavailable"}
         selected: QListWidgetItem | None = None
-        for account_id in self._doc.account_ids() if self._doc else []:
-            data = self._doc.account_data(account_id) if self._doc else None
-            data = data or {}
-            mark = marks.get(self._key_status.get(account_id, MISSING), "")
-            text = (f"{account_id}   {data.get('exchange', '?')} {data.get('market', 'spot')}"
-                    f" · {data.get('user', '?')}   {mark}")
+        for account_id, text in self.editor.list_rows():
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, account_id)
             self.account_list.addItem(item)
@@ -365,7 +408,7 @@ class AccountsDialog(QDialog):
             self.account_list.setCurrentRow(0)
         else:
             self.new_account()
-        self.remove_button.setEnabled(self._editing_id is not None)
+        self.remove_button.setEnabled(self.editor.editing_id is not None)
 
     def _on_selection(self, current: QListWidgetItem | None, _previous: object) -> None:
         if self._loading or current is None:
@@ -374,299 +417,91 @@ class AccountsDialog(QDialog):
 
     def select_account(self, account_id: str) -> None:
         """Show an existing account in the form."""
-        data = self._doc.account_data(account_id) if self._doc else None
-        if data is None:
-            return
-        self._editing_id = account_id
-        user_cap = self._doc.user_caps(str(data.get("user", "")))[0] if self._doc else None
-        self._fill_form(data, user_cap)
-        self._entering_keys = self._key_status.get(account_id) != STORED
-        self._update_key_fields()
-        self.remove_button.setEnabled(True)
-        self.test_result.clear()
-        self.status.clear()
-        self._revalidate()
+        form = self.editor.select(account_id)
+        if form is not None:
+            self._show_form(*form, removable=True)
 
     def new_account(self) -> None:
         """Clear the form for a new account."""
-        self._editing_id = None
         self._loading = True
         self.account_list.clearSelection()
         self.account_list.setCurrentRow(-1)
         self._loading = False
-        self._fill_form({"exchange": "binance", "market": "spot"}, None)
-        self._entering_keys = True
+        self._show_form(*self.editor.new_account(), removable=False)
+
+    def _show_form(self, texts: dict[str, str], sandbox: bool, *, removable: bool) -> None:
+        self._loading = True
+        try:
+            self.form.set_values(texts, sandbox)
+        finally:
+            self._loading = False
         self._update_key_fields()
-        self.remove_button.setEnabled(False)
+        self.remove_button.setEnabled(removable)
         self.test_result.clear()
         self.status.clear()
         self._revalidate()
 
-    def _fill_form(self, data: dict[str, Any], user_cap: Any) -> None:
-        self._loading = True
-        try:
-            def text(value: Any) -> str:
-                return "" if value is None else str(value)
-
-            self._line("id").setText(text(data.get("id")))
-            self._line("user").setText(text(data.get("user")))
-            exchange = self.fields["exchange"]
-            assert isinstance(exchange, QComboBox)  # noqa: S101
-            exchange.setEditText(text(data.get("exchange")))
-            market = self.fields["market"]
-            assert isinstance(market, QComboBox)  # noqa: S101
-            index = market.findText(text(data.get("market", "spot")))
-            market.setCurrentIndex(max(index, 0))
-            self._line("quote").setText(text(data.get("quote")))
-            self._line("max_positions").setText(text(data.get("max_positions")))
-            self._line("max_notional").setText(text(data.get("max_notional")))
-            self._line("user_max_positions").setText(text(user_cap))
-            self._line("min_position_value").setText(text(data.get("min_position_value")))
-            assets = data.get("ignore_assets") or []
-            self._line("ignore_assets").setText(
-                ", ".join(str(a) for a in assets) if isinstance(assets, list) else text(assets)
-            )
-            sandbox = self.fields["sandbox"]
-            assert isinstance(sandbox, QCheckBox)  # noqa: S101
-            sandbox.setChecked(bool(data.get("sandbox", False)))
-            ccxt_edit = self.fields["ccxt"]
-            assert isinstance(ccxt_edit, QPlainTextEdit)  # noqa: S101
-            ccxt_value = data.get("ccxt") or {}
-            ccxt_edit.setPlainText(json.dumps(ccxt_value, indent=2) if ccxt_value else "")
-            for key in ("api_key", "secret", "password"):
-                self._line(key).clear()
-        finally:
-            self._loading = False
-
-    def _line(self, key: str) -> QLineEdit:
-        widget = self.fields[key]
-        assert isinstance(widget, QLineEdit)  # noqa: S101
-        return widget
-
-    # ---- keys box ----
-
     def _start_replacing_keys(self) -> None:
-        self._entering_keys = True
+        self.editor.entering_keys = True
         self._update_key_fields()
-        self._line("api_key").setFocus()
+        self.fields["api_key"].setFocus()
 
     def _update_key_fields(self) -> None:
-        status = self._key_status.get(self._editing_id or "", MISSING)
-        existing = self._editing_id is not None
-        if self._keyring_error is not None:
-            text = f"⚠ {keyring_title(self._keyring_error)}: keys can't be read or stored now"
-        elif existing and status == STORED and not self._entering_keys:
-            text = "keys stored ✓"
-        elif existing and status == STORED:
-            text = "Enter the new keys; they replace the stored ones when you save."
-        elif existing and status == UNREADABLE:
-            text = "⚠ the stored keys are unreadable: enter them again"
-        elif existing:
-            text = "⚠ no keys stored: this account is skipped until you add them"
-        else:
-            text = "Enter the API key and secret (read and trade permissions, no withdrawals)."
-        self.keys_status.setText(text)
-        self.replace_keys_button.setVisible(existing and status == STORED
-                                            and not self._entering_keys)
-        exchange = self._text("exchange")
-        for key in ("api_key", "secret", "password"):
-            visible = self._entering_keys and (key != "password" or needs_passphrase(exchange))
-            self._keys_form.setRowVisible(self._key_rows[key], visible)
-            if not visible:
-                self._line(key).clear()
-
-    def _entered_keys(self) -> ApiKeys | None:
-        if not self._entering_keys:
-            return None
-        api_key, secret = self._text("api_key"), self._text("secret")
-        if not api_key or not secret:
-            return None
-        password = self._text("password") or None
-        return ApiKeys(api_key=api_key, secret=secret, password=password)
-
-    # ---- the form as config data ----
-
-    def _text(self, key: str) -> str:
-        widget = self.fields[key]
-        if isinstance(widget, QComboBox):
-            return widget.currentText().strip()
-        if isinstance(widget, QPlainTextEdit):
-            return widget.toPlainText().strip()
-        assert isinstance(widget, QLineEdit)  # noqa: S101
-        return widget.text().strip()
-
-    def _form_data(self) -> tuple[dict[str, Any], Any, dict[str, str]]:
-        """(account table, user cap, errors found before the loader can look)."""
-        existing = (self._doc.account_data(self._editing_id)
-                    if self._doc and self._editing_id else None) or {}
-        sandbox = self.fields["sandbox"]
-        assert isinstance(sandbox, QCheckBox)  # noqa: S101
-        texts = {key: self._text(key) for key in TEXT_FIELDS}
-        return form_to_account(texts, sandbox=sandbox.isChecked(), existing=existing)
-
-    def _trial(self) -> tuple[ConfigDocument, dict[str, Any]]:
-        """The document with the form applied; ConfigError names the first problem."""
-        if self._doc is None:
-            raise ConfigError("", "the config file can't be edited (see above)")
-        data, user_cap, _ = self._form_data()
-        trial = self._doc.copy()
-        trial.upsert_account(data, replace_id=self._editing_id)
-        user = data.get("user")
-        if isinstance(user, str):
-            _, user_notional = trial.user_caps(user)
-            trial.set_user_caps(user, user_cap, user_notional)
-        trial.validate()
-        return trial, data
+        self.form.show_keys(self.editor.keys_box(self.form.text("exchange")))
 
     # ---- validation ----
-
-    @staticmethod
-    def field_for_key(key: str) -> tuple[str | None, str]:
-        """The form field a ConfigError key belongs to, and the rest of the key."""
-        return field_for_key(key)
 
     def field_error(self, key: str) -> str:
         """The error shown under a field ("" when none)."""
         label = self.errors[key]
         return label.text() if not label.isHidden() else ""
 
-    def _clear_errors(self) -> None:
-        for label in self.errors.values():
-            label.set_error("")
-        self.form_error.set_error("")
-
-    def _show_config_error(self, exc: ConfigError) -> None:
-        field, rest = self.field_for_key(exc.key)
-        if field is None:
-            where = f"{rest}: " if rest else ""
-            self.form_error.set_error(f"{where}{exc.problem}")
-        else:
-            self.errors[field].set_error(f"{rest}: {exc.problem}" if rest else exc.problem)
+    def _show_errors(self, errors: dict[str, str], form_error: str) -> None:
+        self.form.show_errors(errors)
+        if form_error:
+            self.form_error.set_error(form_error)
 
     def _revalidate(self) -> bool:
         """Check the form with the loader's rules; mark fields; enable Save when valid."""
         if self._loading:
             return False
-        self._clear_errors()
-        valid = self._doc is not None
-        _, _, local = self._form_data()
-        for key, message in local.items():
-            self.errors[key].set_error(message)
-            valid = False
-        if not local and self._doc is not None:
-            try:
-                self._trial()
-            except ConfigError as exc:
-                self._show_config_error(exc)
-                valid = False
-        if self._entering_keys:
-            api_key, secret = self._text("api_key"), self._text("secret")
-            if api_key and not secret:
-                self.errors["secret"].set_error("enter the secret that goes with this key")
-                valid = False
-            elif secret and not api_key:
-                self.errors["api_key"].set_error("enter the API key that goes with this secret")
-                valid = False
-            elif (api_key and needs_passphrase(self._text("exchange"))
-                  and not self._text("password")):
-                self.errors["password"].set_error("this exchange needs the key's passphrase")
-                valid = False
-        sandbox = self.fields["sandbox"]
-        assert isinstance(sandbox, QCheckBox)  # noqa: S101
-        if sandbox.isChecked() and not sandbox_offered(
-            self._text("exchange")
-        ):
-            self.errors["sandbox"].set_error(
-                "sandbox not offered by this exchange (ccxt knows no testnet URL for it)"
-            )
-        self.save_button.setEnabled(valid)
-        return valid
+        self.form.show_errors(dict.fromkeys(self.errors, ""))
+        self.form_error.set_error("")
+        check = self.editor.check(self.form.texts(), self.form.sandbox())
+        self._show_errors(check.errors, check.form_error)
+        self.save_button.setEnabled(check.valid)
+        return check.valid
 
     # ---- saving and removing ----
+
+    def _apply(self, outcome: Outcome, select: str | None, status: str) -> bool:
+        if outcome.keyring_error is not None:
+            self.keyring_banner.show_problem(outcome.keyring_error)
+        self._show_errors(outcome.errors, outcome.form_error)
+        if outcome.config is None:
+            return False
+        self._reload(select=select)
+        self.status.setText(status)
+        self.saved.emit(outcome.config)
+        return True
 
     def save_current(self) -> bool:
         """Save the account in the form: keys to the keyring, the rest to the file."""
         if not self._revalidate():
             return False
-        try:
-            trial, data = self._trial()
-        except ConfigError as exc:
-            self._show_config_error(exc)
-            return False
-        new_id = str(data["id"])
-        old_id = self._editing_id
-        renamed = old_id is not None and old_id != new_id
-        keys = self._entered_keys()
-        stored_new_entry = False
-        try:
-            if keys is None and renamed and self._key_status.get(str(old_id)) == STORED:
-                keys = self._secrets.get(str(old_id))  # the keys follow the renamed account
-            if keys is not None:
-                stored_new_entry = self._secrets.get(new_id) is None
-                self._secrets.set(new_id, keys)
-        except SecretStoreError as exc:
-            self._show_keyring_problem(exc)
-            self.errors["api_key"].set_error(
-                f"the keys could not be stored, nothing was saved: {exc}"
-            )
-            return False
-        try:
-            config = trial.save()
-        except ConfigError as exc:
-            if stored_new_entry:
-                self._forget_keys(new_id)
-            self._show_config_error(exc)
-            return False
-        if renamed:
-            self._forget_keys(str(old_id))
-        log.info("accounts: saved %s to %s", new_id, self.config_path)
-        self._reload(select=new_id)
-        self.status.setText(f"Saved {new_id}. The enforcer uses it from its next cycle.")
-        self.saved.emit(config)
-        return True
-
-    def _forget_keys(self, account_id: str) -> None:
-        try:
-            self._secrets.delete(account_id)
-        except SecretStoreError as exc:
-            self._show_keyring_problem(exc)
-            self.form_error.set_error(
-                f"the keys of {account_id} could not be deleted from the keyring: {exc}"
-            )
+        outcome = self.editor.save(self.form.texts(), self.form.sandbox())
+        return self._apply(outcome, outcome.account_id, f"Saved {outcome.account_id}. "
+                           "The enforcer uses it from its next cycle.")
 
     def remove_selected(self) -> bool:
         """Remove the selected account after confirmation, and delete its keys."""
-        account_id = self._editing_id
-        if account_id is None or self._doc is None:
+        account_id = self.editor.editing_id
+        if account_id is None or self.editor.doc is None:
             return False
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
-            "Remove account",
-            f"Remove {account_id}?\n\nguard-app stops watching it and deletes its API keys "
-            f"from the keyring. Positions on the exchange are not touched.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-            self,
-        )
-        box.setObjectName("confirm-remove")
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        answer = box.exec()
-        box.deleteLater()
-        if answer != QMessageBox.StandardButton.Yes:
+        if not _confirm_remove(self, account_id):
             return False
-        trial = self._doc.copy()
-        trial.remove_account(account_id)
-        try:
-            config = trial.save()
-        except ConfigError as exc:
-            self.form_error.set_error(f"{account_id} was not removed: {exc.problem}")
-            return False
-        self._forget_keys(account_id)
-        log.info("accounts: removed %s from %s", account_id, self.config_path)
-        self._editing_id = None
-        self._reload()
-        self.status.setText(f"Removed {account_id} and its keys.")
-        self.saved.emit(config)
-        return True
+        return self._apply(self.editor.remove(account_id), None,
+                           f"Removed {account_id} and its keys.")
 
     # ---- test connection ----
 
@@ -674,28 +509,16 @@ class AccountsDialog(QDialog):
         """Check the form's account and keys against the exchange, without blocking."""
         if self._test_task is not None and not self._test_task.done():
             return
-        data, _, local = self._form_data()
-        try:
-            if local:
-                raise ConfigError("", "fix the marked fields first")
-            account = validate_account(data, "")
-        except ConfigError:
-            self.test_result.setText("Fix the marked fields first.")
+        plan = self.editor.plan_test(self.form.texts(), self.form.sandbox())
+        if isinstance(plan, str):
+            self.test_result.setText(plan)
             return
-        keys = self._entered_keys()
-        stored = self._editing_id is not None and self._key_status.get(self._editing_id) == STORED
-        if keys is None and not stored:
-            self.test_result.setText("Enter the API key and secret first.")
-            return
-        if account.sandbox and not sandbox_offered(account.exchange):
-            self.test_result.setText("sandbox not offered by this exchange: untick 'Sandbox'")
-            return
-        stored_id = self._editing_id if keys is None else None
         self.test_result.setText("Testing… (loading markets and reading the account)")
         self.test_button.setEnabled(False)
         self.cancel_test_button.setEnabled(True)
         # A strong reference: the loop only keeps a weak one to running tasks.
-        self._test_task = asyncio.ensure_future(self._run_test(account, keys, stored_id))
+        self._test_task = asyncio.ensure_future(
+            self._run_test(plan.account, plan.keys, plan.stored_id))
         self._test_task.add_done_callback(self._test_finished)
 
     def cancel_test(self) -> None:
@@ -712,7 +535,7 @@ class AccountsDialog(QDialog):
         from guard_app.exchanges import make_broker
 
         if keys is None and stored_id is not None:
-            keys = await asyncio.to_thread(self._secrets.get, stored_id)
+            keys = await asyncio.to_thread(self.editor.secrets.get, stored_id)
             if keys is None:
                 return "no keys stored for this account: enter them first"
         assert keys is not None  # noqa: S101 - start_test checked
@@ -726,8 +549,7 @@ class AccountsDialog(QDialog):
             raise ConnectionTestTimeout(limit) from exc
         finally:
             await broker.aclose()
-        dust = f" (and {check.dust} dust)" if check.dust else ""
-        return f"OK: {check.positions} positions found{dust}"
+        return describe_test_result(check.positions, check.dust)
 
     def _test_finished(self, task: asyncio.Future[Any]) -> None:
         if self._test_task is task:
