@@ -549,7 +549,7 @@ class AccountsDialog(QDialog):
             raise ConnectionTestTimeout(limit) from exc
         finally:
             await broker.aclose()
-        return describe_test_result(check.positions, check.dust)
+        return describe_test_result(check.positions, check.dust, check.problems)
 
     def _test_finished(self, task: asyncio.Future[Any]) -> None:
         if self._test_task is task:

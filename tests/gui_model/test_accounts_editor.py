@@ -216,6 +216,8 @@ def test_form_texts_and_result_words() -> None:
     assert texts["market"] == "spot" and texts["quote"] == ""
     assert describe_test_result(4, 0) == "OK: 4 positions found"
     assert describe_test_result(4, 2) == "OK: 4 positions found (and 2 dust)"
+    assert describe_test_result(1, 0, ["coinspot cannot list open orders"]) == (
+        "OK: 1 positions found\nNote: coinspot cannot list open orders")
     assert place_config_error(ConfigError("accounts[0].ccxt.apiKey", "not allowed")) == (
         "ccxt", "apiKey: not allowed")
     assert place_config_error(ConfigError("", "boom")) == (None, "boom")

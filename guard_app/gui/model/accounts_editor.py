@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,10 +81,12 @@ def place_config_error(exc: ConfigError) -> tuple[str | None, str]:
     return where, f"{rest}: {exc.problem}" if rest else exc.problem
 
 
-def describe_test_result(positions: int, dust: int) -> str:
-    """The line shown after a connection test that worked."""
+def describe_test_result(positions: int, dust: int, problems: Sequence[str] = ()) -> str:
+    """The line shown after a connection test that worked, and what the exchange can't
+    do (said now, plainly, rather than found out on a bad day)."""
     extra = f" (and {dust} dust)" if dust else ""
-    return f"OK: {positions} positions found{extra}"
+    notes = "".join(f"\nNote: {p}" for p in problems)
+    return f"OK: {positions} positions found{extra}{notes}"
 
 
 @dataclass
