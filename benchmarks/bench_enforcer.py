@@ -37,7 +37,7 @@ import tomlkit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simproc import SimProcess  # noqa: E402
+from simproc import SimProcess, markets, sim_account  # noqa: E402
 
 from guard_app.core.config import load_config  # noqa: E402
 from guard_app.core.enforcer import Enforcer  # noqa: E402
@@ -68,27 +68,6 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
         self.data.pop((service, username), None)
 
 
-def _markets() -> list[dict[str, Any]]:
-    out = []
-    for i in range(N_MARKETS):
-        base = f"C{i:02d}"
-        common = {"price": 10.0 + i, "step_size": 0.01, "min_notional": 5, "tick_size": 0.001}
-        out.append({"symbol": f"{base}/USDT", "type": "spot", **common})
-        out.append({"symbol": f"{base}/USDT:USDT", "type": "swap", **common})
-    return out
-
-
-def _sim_account(name: str, market: str, positions: int) -> dict[str, Any]:
-    acc: dict[str, Any] = {"name": name, "api_key": f"{name}-apikey-0123456789",
-                           "secret": f"{name}-secret-abcdefghij", "spot": {"USDT": 1000}}
-    if market == "spot":
-        # 1 to 3 units of a 10-40 USDT coin: every holding is a position, none is dust.
-        acc["spot"].update({f"C{i:02d}": 1.0 + (i % 3) for i in range(positions)})
-    else:
-        acc["futures_wallet"] = 100_000
-        acc["positions"] = [{"symbol": f"C{i:02d}/USDT:USDT", "side": "long" if i % 2 else "short",
-                             "contracts": 1.0 + (i % 3)} for i in range(positions)]
-    return acc
 
 
 class World:
@@ -99,8 +78,8 @@ class World:
         self.tmp = Path(tempfile.mkdtemp(prefix="guard-bench-"))
         self.layout = layout
         scenario = {"sim": {"latency": LATENCY, "futures_wallet": 100_000},
-                    "markets": _markets(),
-                    "accounts": [_sim_account(a, m, n) for a, _, m, n, _ in layout]}
+                    "markets": markets(N_MARKETS),
+                    "accounts": [sim_account(a, m, n) for a, _, m, n, _ in layout]}
         self.sim = SimProcess(scenario, self.tmp)
         self.base_url = self.sim.base_url
         self.keyring = MemoryKeyring()

@@ -59,7 +59,7 @@ import tomlkit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simproc import SimProcess  # noqa: E402
+from simproc import SimProcess, markets, sim_account  # noqa: E402
 
 from guard_app.sim.overrides import ccxt_overrides  # noqa: E402
 
@@ -70,27 +70,6 @@ ACCOUNTS = (("alice-spot-1", "spot"), ("alice-usdm", "swap"), ("alice-spot-2", "
 USER = "alice"
 
 
-def markets(n: int) -> list[dict[str, Any]]:
-    """``n`` coins, each with a spot market and a USDⓈ-M perpetual (10 to 10+n USDT)."""
-    out = []
-    for i in range(n):
-        common = {"price": 10.0 + i, "step_size": 0.01, "min_notional": 5, "tick_size": 0.001}
-        out.append({"symbol": f"C{i:03d}/USDT", "type": "spot", **common})
-        out.append({"symbol": f"C{i:03d}/USDT:USDT", "type": "swap", **common})
-    return out
-
-
-def sim_account(name: str, market: str, positions: int) -> dict[str, Any]:
-    """A simulator account holding ``positions`` positions (1 to 3 units, none is dust)."""
-    acc: dict[str, Any] = {"name": name, "api_key": f"{name}-apikey-0123456789",
-                           "secret": f"{name}-secret-abcdefghij", "spot": {"USDT": 1000}}
-    if market == "spot":
-        acc["spot"].update({f"C{i:03d}": 1.0 + (i % 3) for i in range(positions)})
-    else:
-        acc["futures_wallet"] = 100_000
-        acc["positions"] = [{"symbol": f"C{i:03d}/USDT:USDT", "side": "long" if i % 2 else "short",
-                             "contracts": 1.0 + (i % 3)} for i in range(positions)]
-    return acc
 
 
 def free_port() -> int:

@@ -65,3 +65,29 @@ class SimProcess:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+# Scenario pieces the enforcer and kill benchmarks share: n markets, every holding a
+# position (1 to 3 units of a 10-40 USDT coin, none is dust).
+
+def markets(n: int) -> list[dict[str, Any]]:
+    """``n`` coins, each with a spot market and a USDⓈ-M perpetual (10 to 10+n USDT)."""
+    out = []
+    for i in range(n):
+        common = {"price": 10.0 + i, "step_size": 0.01, "min_notional": 5, "tick_size": 0.001}
+        out.append({"symbol": f"C{i:03d}/USDT", "type": "spot", **common})
+        out.append({"symbol": f"C{i:03d}/USDT:USDT", "type": "swap", **common})
+    return out
+
+
+def sim_account(name: str, market: str, positions: int) -> dict[str, Any]:
+    """A simulator account holding ``positions`` positions (1 to 3 units, none is dust)."""
+    acc: dict[str, Any] = {"name": name, "api_key": f"{name}-apikey-0123456789",
+                           "secret": f"{name}-secret-abcdefghij", "spot": {"USDT": 1000}}
+    if market == "spot":
+        acc["spot"].update({f"C{i:03d}": 1.0 + (i % 3) for i in range(positions)})
+    else:
+        acc["futures_wallet"] = 100_000
+        acc["positions"] = [{"symbol": f"C{i:03d}/USDT:USDT", "side": "long" if i % 2 else "short",
+                             "contracts": 1.0 + (i % 3)} for i in range(positions)]
+    return acc
