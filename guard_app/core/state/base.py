@@ -136,6 +136,20 @@ def check_unwind_args(user: str, by: str) -> None:
         raise ValueError("forced unwind needs 'by': who or what changed it")
 
 
+def flag_change(
+    current: UnwindFlag | None, user: str, active: bool, by: str, reason: str, now: float
+) -> tuple[UnwindFlag, bool]:
+    """The flag after asking to turn it on or off, and whether anything must be written.
+
+    Idempotent: asking for the state it already has changes nothing (the original
+    since/by/reason stay); turning off a flag that was never set writes nothing.
+    """
+    if current is not None and current.active == active:
+        return current, False
+    flag = UnwindFlag(user, active, utc_iso(now), by, reason)
+    return flag, not (current is None and not active)
+
+
 def unwind_message(user: str, active: bool, by: str, reason: str) -> str:
     """The journal line of a flag change (the same words on every store)."""
     why = f": {reason}" if reason else ""

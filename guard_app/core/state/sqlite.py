@@ -64,9 +64,9 @@ from guard_app.core.state.base import (
     check_no_secrets,
     check_unwind_args,
     entries_query,
+    flag_change,
     local_midnight,
     unwind_message,
-    utc_iso,
 )
 
 __all__ = ["DB_FILENAME", "SqliteStateStore"]
@@ -315,11 +315,9 @@ class SqliteStateStore(StateStore):
                 (user,),
             ).fetchone()
             current = self._flag_from_row(row) if row is not None else None
-            if current is not None and current.active == active:
-                return current
             now = time.time()
-            flag = UnwindFlag(user, active, utc_iso(now), by, reason)
-            if current is None and not active:
+            flag, write = flag_change(current, user, active, by, reason, now)
+            if not write:
                 return flag
             db.execute(
                 "INSERT INTO unwind_flags (user, active, since, by, reason) "
