@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from guard_app.core.errors import GuardError
-from guard_app.core.events import EnforcerEvent, Observer
+from guard_app.core.events import Observer
 
 if TYPE_CHECKING:
     from guard_app.core.enforcer import Enforcer
@@ -96,29 +96,18 @@ async def run_with_companions(enforcer: Enforcer, companions: Sequence[LoopCompa
                 log.exception("a companion of the enforcer did not stop cleanly")
 
 
-def with_companion_observers(observer: Observer, companions: Sequence[LoopCompanion]) -> Observer:
-    """The host's observer plus every companion's (built on the worker thread).
-
-    Goes away once the enforcer takes a list of observers (core-events).
-    """
+def companion_observers(companions: Sequence[LoopCompanion]) -> list[Observer]:
+    """Every companion's observers (built on the worker thread), for
+    ``Enforcer(observers=...)``; the enforcer isolates each observer's failures itself.
+    A companion that can't be set up is logged and left out: enforcement never waits
+    on it."""
     extra: list[Observer] = []
     for companion in companions:
         try:
             extra.extend(companion.observers())
         except Exception:  # a companion must never keep the enforcer from running
             log.exception("a companion of the enforcer could not be set up; enforcing without it")
-    if not extra:
-        return observer
-    chain = [observer, *extra]
-
-    def observe(event: EnforcerEvent) -> None:
-        for one in chain:
-            try:
-                one(event)
-            except Exception:  # one observer's bug must not starve the others
-                log.exception("event observer failed on %s", type(event).__name__)
-
-    return observe
+    return extra
 
 
 class TokenDialog(QDialog):

@@ -32,7 +32,7 @@ from guard_app.core.config import AppConfig
 from guard_app.core.events import CycleFinished, EnforcerEvent, Heartbeat, Observer
 from guard_app.core.secrets import SecretStoreProtocol
 from guard_app.core.state import StateStore, UnwindFlag, open_state
-from guard_app.gui.api_panel import LoopCompanion, run_with_companions, with_companion_observers
+from guard_app.gui.api_panel import LoopCompanion, companion_observers, run_with_companions
 
 if TYPE_CHECKING:
     # Imported in the worker thread instead: ccxt takes about a second to import and
@@ -41,18 +41,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("guard_app.gui.host")
 
-EnforcerFactory = Callable[[AppConfig, Path, SecretStoreProtocol, Observer], "Enforcer"]
+EnforcerFactory = Callable[[AppConfig, Path, SecretStoreProtocol, Sequence[Observer]], "Enforcer"]
 MAX_RESTART_BACKOFF = 30.0
 ABANDON_WAIT_SECONDS = 2.0
 
 
 def _default_factory(
-    config: AppConfig, data_dir: Path, secrets: SecretStoreProtocol, observer: Observer
+    config: AppConfig, data_dir: Path, secrets: SecretStoreProtocol,
+    observers: Sequence[Observer],
 ) -> Enforcer:
     from guard_app.core.enforcer import Enforcer
     from guard_app.exchanges import make_broker
 
-    return Enforcer(config, data_dir, secrets, observer, broker_factory=make_broker)
+    return Enforcer(config, data_dir, secrets, observers=observers, broker_factory=make_broker)
 
 
 class _Worker(QThread):
@@ -335,8 +336,8 @@ class EnforcerHost(QObject):
         """Runs on the worker thread. Commands that arrived while it was being built
         are caught up with at the end (the host's fields always hold the latest)."""
         config = self._config
-        observer = with_companion_observers(observer, self._companions)
-        enforcer = self._factory(config, self._data_dir, self._secrets, observer)
+        observers = [observer, *companion_observers(self._companions)]
+        enforcer = self._factory(config, self._data_dir, self._secrets, observers)
         if self._paused:
             enforcer.pause()
         if self._config is not config:
