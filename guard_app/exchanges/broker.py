@@ -65,7 +65,7 @@ from guard_app.core.models import (
     Position,
     Side,
 )
-from guard_app.core.secrets import ApiKeys
+from guard_app.core.secrets import ApiKeys, is_credential_key
 from guard_app.exchanges.profiles import Profile, profile_for
 from guard_app.exchanges.profiles.base import request_params
 from guard_app.exchanges.ratelimit import BudgetBlocked, RateLimiter
@@ -78,11 +78,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("ccxt").setLevel(logging.INFO)
 
 T = TypeVar("T")
-
-# ccxt constructor keys that carry credentials: never accepted from the config file.
-CREDENTIAL_KEYS = frozenset(
-    {"apiKey", "secret", "password", "uid", "login", "privateKey", "walletAddress", "token"}
-)
 
 # An idle keep-alive connection is kept this long (aiohttp's default is 15 s), so the
 # first kill after a quiet minute doesn't pay a new TCP (and TLS) handshake.
@@ -270,7 +265,8 @@ class Broker:
         throttle back, on top of the limiter.
         """
         profile = profile or profile_for(account.exchange)
-        user = {k: v for k, v in account.ccxt.items() if k not in CREDENTIAL_KEYS}
+        # The config loader refuses credentials in [accounts.ccxt]; never trust that alone.
+        user = {k: v for k, v in account.ccxt.items() if not is_credential_key(k)}
         ours: dict[str, Any] = {
             "enableRateLimit": not profile.owns_rate_limit,
             "options": profile.ccxt_options(account.market),
